@@ -1,0 +1,248 @@
+package assemble
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/manifold-build/manifold/layers"
+	"github.com/manifold-build/manifold/registry"
+)
+
+// Options describe one build.
+type Options struct {
+	Context    string            // the build context directory
+	Dockerfile string            // default Context/Dockerfile
+	Platforms  []v1.Platform     // default: the host's
+	BuildArgs  map[string]string // --build-arg
+	Labels     map[string]string // --label, set on the final image
+	Target     string            // the stage to build; default the last
+	Registry   registry.Options
+	// Rootfs caches unpacked bases; required when a step needs files.
+	Rootfs *layers.Cache
+	// WorkDir holds the build's scratch files (step dirs); default a temp dir.
+	WorkDir     string
+	Runner      Runner // runs RUN steps; nil: a RUN is an error
+	Compression layers.Compression
+	// Epoch is SOURCE_DATE_EPOCH: it clamps file times and sets created.
+	Epoch    *time.Time
+	Jobs     int       // platforms built at once; default all
+	Progress io.Writer // step lines; nil: silent
+}
+
+// Result is a finished build: an image per platform and the index of them.
+type Result struct {
+	Index  v1.ImageIndex
+	Images []PlatformImage
+}
+
+// PlatformImage is one platform's image of a build.
+type PlatformImage struct {
+	Platform v1.Platform
+	Image    v1.Image
+}
+
+// Build builds the Dockerfile for every platform, in parallel, and returns
+// the index in the base index's platform order.
+func Build(ctx context.Context, o Options) (*Result, error) {
+	b, err := newBuilder(o)
+	if err != nil {
+		return nil, err
+	}
+	defer b.cleanup()
+	plats := o.Platforms
+	if len(plats) == 0 {
+		plats = []v1.Platform{registry.Host()}
+	}
+	imgs := make([]PlatformImage, len(plats))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(o.Jobs, 1))
+	if o.Jobs <= 0 {
+		g.SetLimit(len(plats))
+	}
+	for i, p := range plats {
+		g.Go(func() error {
+			st, err := b.target(gctx, p)
+			if err != nil {
+				return err
+			}
+			img, err := st.image()
+			if err != nil {
+				return fmt.Errorf("assembling image for %s: %w", registry.Format(p), err)
+			}
+			imgs[i] = PlatformImage{Platform: st.descPlatform(), Image: img}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	b.orderLikeBase(imgs)
+	idx, err := b.index(imgs)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Index: idx, Images: imgs}, nil
+}
+
+// builder holds what the platforms of one build share.
+type builder struct {
+	o       Options
+	df      *Dockerfile
+	ctxDir  *contextDir
+	workDir string
+	ownWork bool
+
+	mu      sync.Mutex
+	sources map[string]*sourceCall
+	stages  map[string]*stageCall
+	baseSrc *registry.Source // the target stage's base, for index order and type
+}
+
+func newBuilder(o Options) (*builder, error) {
+	if o.Dockerfile == "" {
+		o.Dockerfile = filepath.Join(o.Context, "Dockerfile")
+	}
+	f, err := os.Open(o.Dockerfile)
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	defer f.Close()
+	df, err := Parse(f, filepath.Base(o.Dockerfile))
+	if err != nil {
+		return nil, err
+	}
+	cd, err := openContext(o.Context)
+	if err != nil {
+		return nil, err
+	}
+	b := &builder{o: o, df: df, ctxDir: cd, sources: map[string]*sourceCall{}, stages: map[string]*stageCall{}}
+	if _, err := b.targetStage(); err != nil {
+		return nil, err
+	}
+	if err := b.checkStageRefs(); err != nil {
+		return nil, err
+	}
+	b.workDir = o.WorkDir
+	if b.workDir == "" {
+		if b.workDir, err = os.MkdirTemp("", "manifold-build-"); err != nil {
+			return nil, err
+		}
+		b.ownWork = true
+	}
+	return b, nil
+}
+
+func (b *builder) cleanup() {
+	if b.ownWork {
+		os.RemoveAll(b.workDir)
+	}
+}
+
+func (b *builder) targetStage() (*Stage, error) {
+	if b.o.Target == "" {
+		return b.df.Stages[len(b.df.Stages)-1], nil
+	}
+	if st := b.df.stageByName(b.o.Target); st != nil {
+		return st, nil
+	}
+	return nil, fmt.Errorf("target stage %q not found in %s", b.o.Target, b.df.Name)
+}
+
+func (df *Dockerfile) stageByName(n string) *Stage {
+	n = strings.ToLower(n)
+	for _, st := range df.Stages {
+		if st.Name == n {
+			return st
+		}
+	}
+	return nil
+}
+
+func (b *builder) progress(p v1.Platform, format string, a ...any) {
+	if b.o.Progress != nil {
+		fmt.Fprintf(b.o.Progress, "[%s] %s\n", registry.Format(p), fmt.Sprintf(format, a...))
+	}
+}
+
+func (b *builder) target(ctx context.Context, p v1.Platform) (*state, error) {
+	st, _ := b.targetStage()
+	return b.stage(ctx, st, p)
+}
+
+// sourceCall shares one lookup of a base reference among platforms.
+type sourceCall struct {
+	once sync.Once
+	src  *registry.Source
+	err  error
+}
+
+func (b *builder) source(ctx context.Context, ref string) (*registry.Source, error) {
+	b.mu.Lock()
+	c := b.sources[ref]
+	if c == nil {
+		c = &sourceCall{}
+		b.sources[ref] = c
+	}
+	b.mu.Unlock()
+	c.once.Do(func() { c.src, c.err = registry.Open(ctx, ref, b.o.Registry) })
+	return c.src, c.err
+}
+
+// orderLikeBase puts the images in the order their platforms have in the
+// target stage's base index; platforms it lacks keep the user's order.
+func (b *builder) orderLikeBase(imgs []PlatformImage) {
+	if b.baseSrc == nil {
+		return
+	}
+	ms, err := b.baseSrc.Manifests()
+	if err != nil || len(ms) == 0 {
+		return
+	}
+	rank := func(p v1.Platform) int {
+		for i, d := range ms {
+			if registry.Matches(p, *d.Platform) {
+				return i
+			}
+		}
+		return len(ms)
+	}
+	slices.SortStableFunc(imgs, func(a, c PlatformImage) int { return rank(a.Platform) - rank(c.Platform) })
+}
+
+// index builds the manifest list: Docker's type when the base was a Docker
+// manifest list or image, OCI's otherwise.
+func (b *builder) index(imgs []PlatformImage) (v1.ImageIndex, error) {
+	idxType := types.OCIImageIndex
+	if len(imgs) > 0 {
+		mt, err := imgs[0].Image.MediaType()
+		if err != nil {
+			return nil, err
+		}
+		if mt == types.DockerManifestSchema2 {
+			idxType = types.DockerManifestList
+		}
+	}
+	var adds []mutate.IndexAddendum
+	for _, pi := range imgs {
+		mt, err := pi.Image.MediaType()
+		if err != nil {
+			return nil, err
+		}
+		p := pi.Platform
+		adds = append(adds, mutate.IndexAddendum{Add: pi.Image, Descriptor: v1.Descriptor{MediaType: mt, Platform: &p}})
+	}
+	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, idxType), adds...), nil
+}

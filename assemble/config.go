@@ -1,0 +1,249 @@
+package assemble
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// metadata runs an instruction that only edits the image config: no layer
+// bytes are read or written.
+func (s *state) metadata(in *Instruction) error {
+	c := &s.cfg.Config
+	var err error
+	switch in.Cmd {
+	case "env":
+		err = s.pairs(in, func(k, v string) { c.Env = setEnv(c.Env, k, v) })
+	case "label":
+		err = s.pairs(in, func(k, v string) {
+			if c.Labels == nil {
+				c.Labels = map[string]string{}
+			}
+			c.Labels[k] = v
+		})
+	case "cmd":
+		c.Cmd = s.command(in)
+		s.cmdSet = true
+	case "entrypoint":
+		c.Entrypoint = s.command(in)
+		if !s.cmdSet {
+			c.Cmd = nil
+		}
+	case "shell":
+		if !in.JSON || len(in.Args) == 0 {
+			return fmt.Errorf("SHELL needs the JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]")
+		}
+		c.Shell = append([]string(nil), in.Args...)
+	case "workdir":
+		err = s.workdir(in)
+	case "user":
+		c.User, err = s.oneWord(in)
+	case "stopsignal":
+		c.StopSignal, err = s.oneWord(in)
+	case "maintainer":
+		s.cfg.Author = strings.Join(in.Args, " ")
+	case "expose":
+		err = s.expose(in)
+	case "volume":
+		err = s.volume(in)
+	case "healthcheck":
+		err = s.healthcheck(in)
+	case "onbuild":
+		c.OnBuild = append(c.OnBuild, in.Sub.String())
+	default:
+		return fmt.Errorf("unsupported instruction %s", strings.ToUpper(in.Cmd))
+	}
+	if err != nil {
+		return err
+	}
+	s.record(in, "", true)
+	return nil
+}
+
+// pairs expands ENV and LABEL key/value triples (key, value, separator).
+func (s *state) pairs(in *Instruction, set func(k, v string)) error {
+	if len(in.Args) == 0 || len(in.Args)%3 != 0 {
+		return fmt.Errorf("%s needs key=value pairs", strings.ToUpper(in.Cmd))
+	}
+	for i := 0; i < len(in.Args); i += 3 {
+		k, err := s.expand(in.Args[i])
+		if err != nil {
+			return err
+		}
+		v, err := s.expand(in.Args[i+1])
+		if err != nil {
+			return err
+		}
+		if k == "" {
+			return fmt.Errorf("%s names must not be empty", strings.ToUpper(in.Cmd))
+		}
+		set(k, v)
+	}
+	return nil
+}
+
+// command is the argv of CMD, ENTRYPOINT or RUN: exec form as written, shell
+// form through the stage's SHELL.
+func (s *state) command(in *Instruction) []string {
+	if in.JSON {
+		return append([]string{}, in.Args...)
+	}
+	return append(s.shell(), strings.Join(in.Args, " "))
+}
+
+func (s *state) shell() []string {
+	if len(s.cfg.Config.Shell) > 0 {
+		return append([]string(nil), s.cfg.Config.Shell...)
+	}
+	return []string{"/bin/sh", "-c"}
+}
+
+func (s *state) oneWord(in *Instruction) (string, error) {
+	if len(in.Args) != 1 {
+		return "", fmt.Errorf("%s takes exactly one argument", strings.ToUpper(in.Cmd))
+	}
+	return s.expand(in.Args[0])
+}
+
+func (s *state) workdir(in *Instruction) error {
+	dir, err := s.oneWord(in)
+	if err != nil {
+		return err
+	}
+	s.cfg.Config.WorkingDir = s.resolve(dir)
+	return nil
+}
+
+// resolve makes p absolute against the working directory.
+func (s *state) resolve(p string) string {
+	if path.IsAbs(p) {
+		return path.Clean(p)
+	}
+	wd := s.cfg.Config.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	return path.Join(wd, p)
+}
+
+func (s *state) expose(in *Instruction) error {
+	c := &s.cfg.Config
+	for _, a := range in.Args {
+		words, err := s.b.df.expandWords(a, s.env())
+		if err != nil {
+			return err
+		}
+		for _, w := range words {
+			ports, err := parsePorts(w)
+			if err != nil {
+				return err
+			}
+			if c.ExposedPorts == nil {
+				c.ExposedPorts = map[string]struct{}{}
+			}
+			for _, p := range ports {
+				c.ExposedPorts[p] = struct{}{}
+			}
+		}
+	}
+	return nil
+}
+
+// parsePorts reads 80, 80/udp or 8000-8002/tcp.
+func parsePorts(w string) ([]string, error) {
+	spec, proto, _ := strings.Cut(w, "/")
+	if proto == "" {
+		proto = "tcp"
+	}
+	proto = strings.ToLower(proto)
+	if proto != "tcp" && proto != "udp" && proto != "sctp" {
+		return nil, fmt.Errorf("invalid protocol in port %q", w)
+	}
+	lo, hi, isRange := strings.Cut(spec, "-")
+	first, err := strconv.ParseUint(lo, 10, 16)
+	last := first
+	if err == nil && isRange {
+		last, err = strconv.ParseUint(hi, 10, 16)
+	}
+	if err != nil || last < first {
+		return nil, fmt.Errorf("invalid port %q", w)
+	}
+	var out []string
+	for p := first; p <= last; p++ {
+		out = append(out, fmt.Sprintf("%d/%s", p, proto))
+	}
+	return out, nil
+}
+
+func (s *state) volume(in *Instruction) error {
+	c := &s.cfg.Config
+	for _, a := range in.Args {
+		v, err := s.expand(a)
+		if err != nil {
+			return err
+		}
+		if v == "" {
+			return fmt.Errorf("VOLUME paths must not be empty")
+		}
+		if c.Volumes == nil {
+			c.Volumes = map[string]struct{}{}
+		}
+		c.Volumes[v] = struct{}{}
+	}
+	return nil
+}
+
+func (s *state) healthcheck(in *Instruction) error {
+	if len(in.Args) == 0 {
+		return fmt.Errorf("HEALTHCHECK needs NONE or CMD")
+	}
+	kind := strings.ToUpper(in.Args[0])
+	if kind == "NONE" {
+		if len(in.Args) > 1 || len(in.Flags) > 0 {
+			return fmt.Errorf("HEALTHCHECK NONE takes no arguments")
+		}
+		s.cfg.Config.Healthcheck = &v1.HealthConfig{Test: []string{"NONE"}}
+		return nil
+	}
+	if kind != "CMD" || len(in.Args) < 2 {
+		return fmt.Errorf("HEALTHCHECK needs NONE or CMD followed by a command")
+	}
+	hc := &v1.HealthConfig{}
+	if in.JSON {
+		hc.Test = append([]string{"CMD"}, in.Args[1:]...)
+	} else {
+		hc.Test = []string{"CMD-SHELL", strings.Join(in.Args[1:], " ")}
+	}
+	for flag, dst := range map[string]*time.Duration{
+		"interval": &hc.Interval, "timeout": &hc.Timeout,
+		"start-period": &hc.StartPeriod,
+	} {
+		if v, ok := in.Flags[flag]; ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("HEALTHCHECK --%s: %w", flag, err)
+			}
+			*dst = d
+		}
+	}
+	if v, ok := in.Flags["retries"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("HEALTHCHECK --retries must be a whole number, not %q", v)
+		}
+		hc.Retries = n
+	}
+	s.cfg.Config.Healthcheck = hc
+	return nil
+}
+
+// jsonArgs prints argv as Dockerfile exec form, for history entries.
+func jsonArgs(argv []string) string {
+	b, _ := json.Marshal(argv)
+	return string(b)
+}

@@ -1,0 +1,240 @@
+package assemble
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/bzip2"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/manifold-build/manifold/layers"
+)
+
+// copy runs COPY and ADD: the selected files become one new layer.
+func (s *state) copy(ctx context.Context, in *Instruction) error {
+	kw := strings.ToUpper(in.Cmd)
+	if len(in.Args) < 2 {
+		return fmt.Errorf("%s needs at least one source and a destination", kw)
+	}
+	args := make([]string, len(in.Args))
+	for i, a := range in.Args {
+		v, err := s.expand(a)
+		if err != nil {
+			return err
+		}
+		args[i] = v
+	}
+	srcs, dest := args[:len(args)-1], args[len(args)-1]
+	sf, err := s.copySource(ctx, in)
+	if err != nil {
+		return err
+	}
+	ids, err := s.owner(ctx, in.Flags["chown"])
+	if err != nil {
+		return err
+	}
+	mode, err := parseChmod(in.Flags["chmod"])
+	if err != nil {
+		return err
+	}
+	c := &copier{sf: sf, ids: ids, mode: mode, add: in.Cmd == "add"}
+	c.toDir = strings.HasSuffix(dest, "/") || dest == "." || len(srcs) > 1
+	c.dest = s.resolve(dest)
+	if !c.toDir {
+		c.toDir = s.isDir(c.dest)
+	}
+	for _, src := range srcs {
+		if c.add && (strings.Contains(src, "://") || strings.HasPrefix(src, "git@")) {
+			return fmt.Errorf("ADD from a URL or git repository is not supported yet: %s", src)
+		}
+		if err := c.source(src); err != nil {
+			return err
+		}
+	}
+	l, err := layers.New(func(tw *tar.Writer) error { return layers.Write(tw, c.entries, s.b.o.Epoch) }, s.layerOptions())
+	if err != nil {
+		return err
+	}
+	s.addLayer(in, l, in.String()+" # buildkit")
+	return nil
+}
+
+func (s *state) layerOptions() layers.Options {
+	return layers.Options{Compression: s.b.o.Compression, MediaType: layers.MediaTypeFor(s.mediaType, s.b.o.Compression)}
+}
+
+// isDir tells whether p is a directory in the stage, when the stage's files
+// are already at hand; without them, Docker's rule stands: a destination
+// without a trailing slash is a file.
+func (s *state) isDir(p string) bool {
+	if !s.unpacked() {
+		return false
+	}
+	fi, err := s.stat(p)
+	return err == nil && fi.IsDir()
+}
+
+type copier struct {
+	sf      *sourceFS
+	ids     *idPair
+	mode    *fs.FileMode
+	add     bool
+	dest    string
+	toDir   bool
+	entries []layers.Entry
+}
+
+type idPair struct{ uid, gid int }
+
+func (c *copier) source(src string) error {
+	matches, err := c.sf.match(src)
+	if err != nil {
+		return err
+	}
+	if len(matches) > 1 {
+		c.toDir = true
+	}
+	for _, m := range matches {
+		if err := c.one(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *copier) one(rel string) error {
+	fi, err := os.Lstat(c.sf.abs(rel))
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return c.sf.walk(rel, func(p string, _ fs.DirEntry) error {
+			sub := ""
+			switch {
+			case p == rel:
+			case rel == ".":
+				sub = p
+			default:
+				sub = strings.TrimPrefix(p, rel+"/")
+			}
+			return c.entry(p, path.Join(c.dest, sub))
+		})
+	}
+	if c.add && fi.Mode().IsRegular() {
+		if ok, err := c.extract(c.sf.abs(rel)); ok || err != nil {
+			return err
+		}
+	}
+	target := c.dest
+	if c.toDir {
+		target = path.Join(c.dest, path.Base(rel))
+	}
+	return c.entry(rel, target)
+}
+
+func (c *copier) entry(rel, target string) error {
+	if target == "/" {
+		return nil // the root directory itself is not a layer entry
+	}
+	e, err := layers.EntryFor(c.sf.abs(rel), target)
+	if err != nil {
+		return err
+	}
+	if !c.sf.keepIDs {
+		e.Uid, e.Gid = 0, 0
+	}
+	if c.ids != nil {
+		e.Uid, e.Gid = c.ids.uid, c.ids.gid
+	}
+	if c.mode != nil && e.Typeflag != tar.TypeSymlink {
+		e.Mode = int64(*c.mode)
+	}
+	c.entries = append(c.entries, e)
+	return nil
+}
+
+// extract unpacks a local tar archive (plain, gzip, bzip2 or zstd) into the
+// destination, as ADD does; ok is false when the file is no archive.
+func (c *copier) extract(file string) (ok bool, err error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	r, err := decompressed(bufio.NewReader(f))
+	if r == nil || err != nil {
+		return false, err
+	}
+	tr := tar.NewReader(r)
+	var found []layers.Entry
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if len(found) == 0 {
+				return false, nil // not a tar after all: copy it as a file
+			}
+			return false, fmt.Errorf("extracting %s: %w", path.Base(file), err)
+		}
+		e := layers.Entry{Header: *h}
+		e.Name = path.Join(c.dest, h.Name)
+		if h.Typeflag == tar.TypeLink {
+			e.Linkname = strings.TrimPrefix(path.Join(c.dest, h.Linkname), "/")
+		}
+		if h.Typeflag == tar.TypeReg {
+			if e.Data, err = io.ReadAll(tr); err != nil {
+				return false, err
+			}
+		}
+		found = append(found, e)
+	}
+	c.entries = append(c.entries, found...)
+	return len(found) > 0, nil
+}
+
+// decompressed returns a reader of r's plain bytes when r holds a gzip,
+// bzip2, zstd or plain tar stream; nil when it holds something else.
+func decompressed(r *bufio.Reader) (io.Reader, error) {
+	head, _ := r.Peek(512)
+	switch {
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		return gzip.NewReader(r)
+	case bytes.HasPrefix(head, []byte("BZh")):
+		return bzip2.NewReader(r), nil
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			return nil, err
+		}
+		return zr.IOReadCloser(), nil
+	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		return nil, fmt.Errorf("xz-compressed archives are not supported yet")
+	case len(head) >= 262 && string(head[257:262]) == "ustar":
+		return r, nil
+	}
+	return nil, nil
+}
+
+func parseChmod(s string) (*fs.FileMode, error) {
+	if s == "" {
+		return nil, nil
+	}
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o7777 {
+		return nil, fmt.Errorf("invalid --chmod %q: want an octal mode such as 0755", s)
+	}
+	m := fs.FileMode(n)
+	return &m, nil
+}

@@ -1,0 +1,209 @@
+package assemble
+
+// This file is the only one that sees BuildKit's Dockerfile parser and shell
+// lexer. It maps their tree to our own types, which carry the line number.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+)
+
+// Dockerfile is a parsed Dockerfile: the ARGs before the first FROM, then
+// the stages in order.
+type Dockerfile struct {
+	Name     string // how errors name the file, e.g. "Dockerfile"
+	MetaArgs []*Instruction
+	Stages   []*Stage
+	lex      *shell.Lex
+}
+
+// Stage is one FROM and the instructions under it.
+type Stage struct {
+	Index int
+	Name  string // the AS name, lower-cased; "" when unnamed
+	From  *Instruction
+	Steps []*Instruction
+}
+
+// Instruction is one Dockerfile instruction as written.
+type Instruction struct {
+	Line     int
+	Cmd      string            // lower-case keyword: "copy", "run", ...
+	Args     []string          // arguments, split as the parser splits them
+	JSON     bool              // exec (JSON array) form
+	Flags    map[string]string // --name=value flags
+	Original string            // the whole instruction as written
+	Sub      *Instruction      // the instruction an ONBUILD carries
+}
+
+// String is the instruction as written, on one line.
+func (in *Instruction) String() string { return strings.TrimSpace(in.Original) }
+
+// allowedFlags lists the flags each instruction takes.
+var allowedFlags = map[string][]string{
+	"from":        {"platform"},
+	"copy":        {"from", "chown", "chmod", "link"},
+	"add":         {"chown", "chmod", "link"},
+	"run":         {"network"},
+	"healthcheck": {"interval", "timeout", "start-period", "retries"},
+}
+
+// Parse reads a Dockerfile. name is how errors will call it.
+func Parse(r io.Reader, name string) (*Dockerfile, error) {
+	src, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	res, err := parser.Parse(bytes.NewReader(src))
+	if err != nil {
+		return nil, parseError(name, err)
+	}
+	df := &Dockerfile{Name: name, lex: shell.NewLex(res.EscapeToken)}
+	for _, node := range res.AST.Children {
+		in, err := convert(name, node)
+		if err != nil {
+			return nil, err
+		}
+		if err := df.add(in); err != nil {
+			return nil, err
+		}
+	}
+	if len(df.Stages) == 0 {
+		return nil, &Error{File: name, Line: 1, Err: errors.New("no FROM instruction: a Dockerfile needs at least one stage")}
+	}
+	return df, nil
+}
+
+func (df *Dockerfile) add(in *Instruction) error {
+	switch {
+	case in.Cmd == "from":
+		st := &Stage{Index: len(df.Stages), From: in}
+		if len(in.Args) == 3 && strings.EqualFold(in.Args[1], "as") {
+			st.Name = strings.ToLower(in.Args[2])
+		} else if len(in.Args) != 1 {
+			return df.errorf(in, "FROM takes an image and an optional AS name")
+		}
+		df.Stages = append(df.Stages, st)
+	case len(df.Stages) > 0:
+		last := df.Stages[len(df.Stages)-1]
+		last.Steps = append(last.Steps, in)
+	case in.Cmd == "arg":
+		df.MetaArgs = append(df.MetaArgs, in)
+	default:
+		return df.errorf(in, "%s before the first FROM: only ARG may come first", strings.ToUpper(in.Cmd))
+	}
+	return nil
+}
+
+func convert(file string, node *parser.Node) (*Instruction, error) {
+	in := &Instruction{
+		Line:     node.StartLine,
+		Cmd:      strings.ToLower(node.Value),
+		JSON:     node.Attributes["json"],
+		Flags:    map[string]string{},
+		Original: node.Original,
+	}
+	fail := func(format string, a ...any) error {
+		return &Error{File: file, Line: in.Line, Step: in.String(), Err: fmt.Errorf(format, a...)}
+	}
+	if len(node.Heredocs) > 0 {
+		return nil, fail("heredocs are not supported yet")
+	}
+	if _, known := instructions[in.Cmd]; !known {
+		return nil, fail("unknown instruction: %s", strings.ToUpper(node.Value))
+	}
+	for _, f := range node.Flags {
+		k, v, _ := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+		if !strings.HasPrefix(f, "--") || !contains(allowedFlags[in.Cmd], k) {
+			return nil, fail("unknown flag for %s: %s", strings.ToUpper(in.Cmd), f)
+		}
+		in.Flags[k] = v
+	}
+	for n := node.Next; n != nil; n = n.Next {
+		if in.Cmd == "onbuild" && len(n.Children) > 0 {
+			sub, err := convert(file, n.Children[0])
+			if err != nil {
+				return nil, err
+			}
+			switch sub.Cmd {
+			case "onbuild", "from", "maintainer":
+				return nil, fail("%s is not allowed as an ONBUILD trigger", strings.ToUpper(sub.Cmd))
+			}
+			sub.Line = in.Line
+			in.Sub = sub
+			continue
+		}
+		in.Args = append(in.Args, n.Value)
+	}
+	if in.Cmd == "onbuild" && in.Sub == nil {
+		return nil, fail("ONBUILD needs an instruction")
+	}
+	return in, nil
+}
+
+// instructions are the keywords manifold understands.
+var instructions = map[string]struct{}{
+	"from": {}, "arg": {}, "env": {}, "label": {}, "cmd": {}, "entrypoint": {},
+	"workdir": {}, "user": {}, "expose": {}, "volume": {}, "stopsignal": {},
+	"healthcheck": {}, "shell": {}, "onbuild": {}, "maintainer": {},
+	"copy": {}, "add": {}, "run": {},
+}
+
+// ParseTrigger parses an ONBUILD trigger that a base image recorded.
+func ParseTrigger(file string, line int, trigger string) (*Instruction, error) {
+	res, err := parser.Parse(strings.NewReader(trigger))
+	if err != nil || len(res.AST.Children) != 1 {
+		return nil, &Error{File: file, Line: line, Err: fmt.Errorf("base image ONBUILD trigger %q: %v", trigger, err)}
+	}
+	in, err := convert(file, res.AST.Children[0])
+	if in != nil {
+		in.Line = line
+	}
+	return in, err
+}
+
+// expand expands $VAR, ${VAR:-x} and friends in word as Docker does and
+// removes quotes. It also returns the names the word used.
+func (df *Dockerfile) expand(word string, env []string) (string, map[string]struct{}, error) {
+	return df.lex.ProcessWord(word, shell.EnvsFromSlice(env))
+}
+
+// expandWords expands word and splits it into fields, as EXPOSE needs.
+func (df *Dockerfile) expandWords(word string, env []string) ([]string, error) {
+	return df.lex.ProcessWords(word, shell.EnvsFromSlice(env))
+}
+
+func (df *Dockerfile) errorf(in *Instruction, format string, a ...any) error {
+	return &Error{File: df.Name, Line: in.Line, Step: in.String(), Err: fmt.Errorf(format, a...)}
+}
+
+// parseError gives the parser's error the file:line form.
+func parseError(file string, err error) error {
+	var loc interface{ Location() []parser.Range }
+	line := 0
+	if errors.As(err, &loc) && len(loc.Location()) > 0 {
+		line = loc.Location()[0].Start.Line
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "dockerfile parse error on line "); i >= 0 {
+		if j := strings.Index(msg[i:], ": "); j >= 0 {
+			msg = msg[i+j+2:]
+		}
+	}
+	return &Error{File: file, Line: line, Err: errors.New(msg)}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,141 @@
+package assemble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/manifold-build/manifold/layers"
+)
+
+// unpacked tells whether the stage's files are on disk already.
+func (s *state) unpacked() bool { return s.dirLayers == len(s.layers) && len(s.dirs) > 0 }
+
+// readFile reads a file of the stage: from its unpacked tree when there is
+// one, else from its layers top-down, fetching no layer below the one that
+// settles it.
+func (s *state) readFile(ctx context.Context, name string) ([]byte, bool, error) {
+	if !s.unpacked() {
+		return layers.ReadFile(ctx, s.layers, name)
+	}
+	p, err := s.hostPath("/" + name)
+	if err != nil {
+		return nil, false, nil
+	}
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	return data, err == nil, err
+}
+
+// stat looks p up in the unpacked tree.
+func (s *state) stat(p string) (fs.FileInfo, error) {
+	hp, err := s.hostPath(p)
+	if err != nil {
+		return nil, err
+	}
+	return os.Stat(hp)
+}
+
+// hostPath finds where the stage path p lives on the host: in the topmost
+// directory of the stage that has it, symlinks resolved inside the stage.
+func (s *state) hostPath(p string) (string, error) {
+	for i := len(s.dirs) - 1; i >= 0; i-- {
+		hp, err := resolveIn(s.dirs[i], p)
+		if err != nil {
+			continue
+		}
+		if _, err := os.Lstat(hp); err == nil {
+			return hp, nil
+		}
+	}
+	return "", fs.ErrNotExist
+}
+
+// resolveIn joins p to root, following symlinks as if root were "/": no link
+// leads outside root.
+func resolveIn(root, p string) (string, error) {
+	parts := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
+	cur := "/"
+	for hops := 0; len(parts) > 0; {
+		part := parts[0]
+		parts = parts[1:]
+		if part == "" || part == "." {
+			continue
+		}
+		next := path.Join(cur, part)
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if !path.IsAbs(target) {
+			target = path.Join(cur, target)
+		}
+		parts = append(strings.Split(strings.Trim(path.Clean(target), "/"), "/"), parts...)
+		cur = "/"
+	}
+	return filepath.Join(root, cur), nil
+}
+
+// rootfs returns one directory with all of the layers unpacked (cached by
+// chain ID): what COPY --from reads.
+func (b *builder) rootfs(ctx context.Context, ls []v1.Layer) (string, error) {
+	if b.o.Rootfs == nil {
+		return "", errors.New("no rootfs cache configured")
+	}
+	return b.o.Rootfs.Rootfs(ctx, ls)
+}
+
+// copySource is the tree a COPY reads: the context, or with --from a stage
+// or an image (for the stage's platform), unpacked.
+func (s *state) copySource(ctx context.Context, in *Instruction) (*sourceFS, error) {
+	from, ok := in.Flags["from"]
+	if !ok {
+		return s.b.ctxDir.source(), nil
+	}
+	from, err := s.expand(from)
+	if err != nil {
+		return nil, err
+	}
+	var ls []v1.Layer
+	if st := s.b.df.stageRef(from, s.stage.Index); st != nil {
+		other, err := s.b.stage(ctx, st, s.target)
+		if err != nil {
+			return nil, err
+		}
+		ls = other.layers
+	} else {
+		src, err := s.b.source(ctx, from)
+		if err != nil {
+			return nil, err
+		}
+		img, _, err := src.ForPlatform(s.platform)
+		if err != nil {
+			return nil, err
+		}
+		if ls, err = img.Layers(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := s.b.rootfs(ctx, ls)
+	if err != nil {
+		return nil, fmt.Errorf("unpacking --from=%s: %w", from, err)
+	}
+	return &sourceFS{root: dir, ignored: func(string) bool { return false }, skipDirs: true, keepIDs: true, confined: true, describe: "--from=" + from}, nil
+}

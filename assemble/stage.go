@@ -1,0 +1,289 @@
+package assemble
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/manifold-build/manifold/registry"
+)
+
+// stageCall shares one build of a stage among the platforms that need the
+// same result: a stage whose outcome does not depend on the target platform
+// is built once per build.
+type stageCall struct {
+	once sync.Once
+	st   *state
+	err  error
+}
+
+func (b *builder) stage(ctx context.Context, st *Stage, target v1.Platform) (*state, error) {
+	key, err := b.stageKey(st, target, 0)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	c := b.stages[key]
+	if c == nil {
+		c = &stageCall{}
+		b.stages[key] = c
+	}
+	b.mu.Unlock()
+	c.once.Do(func() { c.st, c.err = b.buildStage(ctx, st, target) })
+	return c.st, c.err
+}
+
+// stageKey names a stage's result: the stage, the platform it runs on and,
+// when its outcome depends on it, the target platform.
+func (b *builder) stageKey(st *Stage, target v1.Platform, depth int) (string, error) {
+	if depth > len(b.df.Stages) {
+		return "", b.df.errorf(st.From, "stages refer to each other in a cycle")
+	}
+	plat, fromDeps, err := b.stagePlatform(st, target)
+	if err != nil {
+		return "", err
+	}
+	key := fmt.Sprintf("%d@%s", st.Index, registry.Format(plat))
+	dependent := fromDeps || usesTargetArgs(st)
+	for _, dep := range b.stageDeps(st) {
+		k, err := b.stageKey(dep, target, depth+1)
+		if err != nil {
+			return "", err
+		}
+		if strings.Contains(k, "/target=") {
+			dependent = true
+		}
+	}
+	if dependent {
+		key += "/target=" + registry.Format(target)
+	}
+	return key, nil
+}
+
+// stagePlatform is the platform a stage runs on, and whether it was chosen by
+// the target platform.
+func (b *builder) stagePlatform(st *Stage, target v1.Platform) (v1.Platform, bool, error) {
+	flag, ok := st.From.Flags["platform"]
+	if !ok {
+		return target, true, nil
+	}
+	s, used, err := b.df.expand(flag, b.metaEnv(target))
+	if err != nil {
+		return v1.Platform{}, false, b.df.errorf(st.From, "%v", err)
+	}
+	p, err := registry.ParsePlatform(s)
+	if err != nil {
+		return v1.Platform{}, false, b.df.errorf(st.From, "%v", err)
+	}
+	return p, usesTarget(used), nil
+}
+
+func usesTarget(names map[string]struct{}) bool {
+	for n := range names {
+		if strings.HasPrefix(n, "TARGET") {
+			return true
+		}
+	}
+	return false
+}
+
+// usesTargetArgs tells whether a stage declares a TARGET* build argument.
+func usesTargetArgs(st *Stage) bool {
+	for _, in := range st.Steps {
+		if in.Cmd != "arg" {
+			continue
+		}
+		for _, a := range in.Args {
+			k, _, _ := strings.Cut(a, "=")
+			if strings.HasPrefix(k, "TARGET") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// stageDeps lists the earlier stages a stage builds on or copies from.
+func (b *builder) stageDeps(st *Stage) []*Stage {
+	var deps []*Stage
+	if d := b.df.stageRef(st.From.Args[0], st.Index); d != nil {
+		deps = append(deps, d)
+	}
+	for _, in := range st.Steps {
+		if from, ok := in.Flags["from"]; ok && in.Cmd == "copy" {
+			if d := b.df.stageRef(from, st.Index); d != nil {
+				deps = append(deps, d)
+			}
+		}
+	}
+	return deps
+}
+
+// stageRef finds the stage that name (an AS name or an index) means when used
+// in stage before; nil means name is an image.
+func (df *Dockerfile) stageRef(name string, before int) *Stage {
+	for _, st := range df.Stages[:before] {
+		if st.Name != "" && st.Name == strings.ToLower(name) || fmt.Sprint(st.Index) == name {
+			return st
+		}
+	}
+	return nil
+}
+
+// checkStageRefs rejects COPY --from that names a later stage or itself.
+func (b *builder) checkStageRefs() error {
+	for _, st := range b.df.Stages {
+		for _, in := range st.Steps {
+			from, ok := in.Flags["from"]
+			if !ok || b.df.stageRef(from, st.Index) != nil {
+				continue
+			}
+			if later := b.df.stageRef(from, len(b.df.Stages)); later != nil {
+				return b.df.errorf(in, "stage %q is not defined before this stage", from)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *builder) buildStage(ctx context.Context, st *Stage, target v1.Platform) (*state, error) {
+	plat, _, err := b.stagePlatform(st, target)
+	if err != nil {
+		return nil, err
+	}
+	meta := b.metaEnv(target)
+	ref, _, err := b.df.expand(st.From.Args[0], meta)
+	if err != nil || ref == "" {
+		return nil, b.df.errorf(st.From, "base image name %q is empty or invalid: %v", st.From.Args[0], err)
+	}
+	s, err := b.base(ctx, st, ref, plat, target)
+	if err != nil {
+		return nil, &Error{File: b.df.Name, Line: st.From.Line, Step: st.From.String(), Platform: registry.Format(plat), Err: err}
+	}
+	b.progress(plat, "FROM %s", ref)
+	steps, err := b.triggers(s, st)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range append(steps, st.Steps...) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b.progress(plat, "%s", shorten(in.String()))
+		if err := s.step(ctx, in); err != nil {
+			if _, ok := err.(*Error); ok {
+				return nil, err
+			}
+			return nil, &Error{File: b.df.Name, Line: in.Line, Step: in.String(), Platform: registry.Format(plat), Err: err}
+		}
+	}
+	return s, nil
+}
+
+func (b *builder) base(ctx context.Context, st *Stage, ref string, plat, target v1.Platform) (*state, error) {
+	if strings.EqualFold(ref, "scratch") {
+		return newScratchState(b, st, plat, target), nil
+	}
+	if parent := b.df.stageRef(ref, st.Index); parent != nil {
+		ps, err := b.stage(ctx, parent, target)
+		if err != nil {
+			return nil, err
+		}
+		return ps.child(st, target), nil
+	}
+	src, err := b.source(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	img, desc, err := src.ForPlatform(plat)
+	if err != nil {
+		return nil, err
+	}
+	if t, _ := b.targetStage(); t == st {
+		b.mu.Lock()
+		b.baseSrc = src
+		b.mu.Unlock()
+	}
+	return newImageState(b, st, plat, target, img, desc)
+}
+
+// triggers turns the ONBUILD triggers a base image recorded into steps that
+// run first, as Docker does, and clears them from the new image.
+func (b *builder) triggers(s *state, st *Stage) ([]*Instruction, error) {
+	var steps []*Instruction
+	for _, t := range s.cfg.Config.OnBuild {
+		in, err := ParseTrigger(b.df.Name, st.From.Line, t)
+		if err != nil {
+			return nil, err
+		}
+		steps = append(steps, in)
+	}
+	s.cfg.Config.OnBuild = nil
+	return steps, nil
+}
+
+// metaEnv is the environment FROM lines expand in: the automatic platform
+// arguments and the ARGs before the first FROM.
+func (b *builder) metaEnv(target v1.Platform) []string {
+	env := platformArgs(target)
+	for _, in := range b.df.MetaArgs {
+		for _, a := range in.Args {
+			k, def, hasDef := strings.Cut(a, "=")
+			if v, ok := b.o.BuildArgs[k]; ok {
+				env = setEnv(env, k, v)
+			} else if hasDef {
+				v, _, err := b.df.expand(def, env)
+				if err == nil {
+					env = setEnv(env, k, v)
+				}
+			}
+		}
+	}
+	return env
+}
+
+// platformArgs are BuildKit's automatic TARGET* and BUILD* arguments.
+func platformArgs(target v1.Platform) []string {
+	build := registry.Host()
+	return []string{
+		"TARGETPLATFORM=" + registry.Format(target),
+		"TARGETOS=" + target.OS,
+		"TARGETARCH=" + target.Architecture,
+		"TARGETVARIANT=" + variantArg(target),
+		"BUILDPLATFORM=" + registry.Format(build),
+		"BUILDOS=" + build.OS,
+		"BUILDARCH=" + build.Architecture,
+		"BUILDVARIANT=" + variantArg(build),
+	}
+}
+
+func variantArg(p v1.Platform) string {
+	if p.Architecture == "arm64" && p.Variant == "v8" {
+		return ""
+	}
+	return p.Variant
+}
+
+// setEnv sets k=v in an environment list, keeping the order of first use.
+func setEnv(env []string, k, v string) []string {
+	for i, kv := range env {
+		if name, _, _ := strings.Cut(kv, "="); name == k {
+			out := append([]string(nil), env...)
+			out[i] = k + "=" + v
+			return out
+		}
+	}
+	return append(append([]string(nil), env...), k+"="+v)
+}
+
+func lookupEnv(env []string, k string) (string, bool) {
+	for _, kv := range env {
+		if name, v, _ := strings.Cut(kv, "="); name == k {
+			return v, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,209 @@
+package assemble
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/manifold-build/manifold/registry"
+)
+
+// defaultPath is the PATH BuildKit gives a stage whose base sets none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// state is a stage being built for one platform: its base, the config as
+// the steps so far left it, and the layers and history they added.
+type state struct {
+	b        *builder
+	stage    *Stage
+	platform v1.Platform // the platform the stage runs on
+	target   v1.Platform // the platform the build is for
+
+	base      v1.Image
+	baseDesc  *v1.Descriptor
+	mediaType types.MediaType // the manifest type new images take
+	cfg       *v1.ConfigFile
+	layers    []v1.Layer // base layers then added ones
+	nBase     int        // how many of layers the base had
+	history   []v1.History
+	args      []string // ARGs declared in this stage, K=V
+	cmdSet    bool     // CMD was set in this stage
+	dirs      []string // unpacked filesystem: one directory per layer group, bottom first
+	dirLayers int      // how many of layers dirs covers
+}
+
+func newScratchState(b *builder, st *Stage, plat, target v1.Platform) *state {
+	cfg := &v1.ConfigFile{
+		OS: plat.OS, Architecture: plat.Architecture, Variant: variantArg(plat),
+		RootFS: v1.RootFS{Type: "layers"},
+		Config: v1.Config{Env: []string{"PATH=" + defaultPath}},
+	}
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	return &state{b: b, stage: st, platform: plat, target: target, base: img, mediaType: types.OCIManifestSchema1, cfg: cfg}
+}
+
+func newImageState(b *builder, st *Stage, plat, target v1.Platform, img v1.Image, desc *v1.Descriptor) (*state, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	cfg := cf.DeepCopy()
+	if len(cfg.Config.Env) == 0 {
+		cfg.Config.Env = []string{"PATH=" + defaultPath}
+	}
+	return &state{b: b, stage: st, platform: plat, target: target, base: img, baseDesc: desc,
+		mediaType: mt, cfg: cfg, layers: ls, nBase: len(ls)}, nil
+}
+
+// child starts stage st on top of this finished stage.
+func (s *state) child(st *Stage, target v1.Platform) *state {
+	c := *s
+	c.stage, c.target = st, target
+	c.cfg = s.cfg.DeepCopy()
+	c.layers = append([]v1.Layer(nil), s.layers...)
+	c.history = append([]v1.History(nil), s.history...)
+	c.dirs = append([]string(nil), s.dirs...)
+	c.args, c.cmdSet = nil, false
+	return &c
+}
+
+// env is what instructions expand in: the stage's ARGs, overridden by ENV.
+func (s *state) env() []string {
+	env := append([]string(nil), s.args...)
+	for _, kv := range s.cfg.Config.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env = setEnv(env, k, v)
+	}
+	return env
+}
+
+func (s *state) expand(word string) (string, error) {
+	out, _, err := s.b.df.expand(word, s.env())
+	return out, err
+}
+
+func (s *state) created() time.Time {
+	if s.b.o.Epoch != nil {
+		return s.b.o.Epoch.UTC()
+	}
+	return time.Now().UTC().Truncate(time.Second)
+}
+
+// record adds a history entry for in; empty says it added no layer.
+func (s *state) record(in *Instruction, createdBy string, empty bool) {
+	if createdBy == "" {
+		createdBy = in.String()
+	}
+	s.history = append(s.history, v1.History{
+		Created:    v1.Time{Time: s.created()},
+		CreatedBy:  createdBy,
+		Comment:    "buildkit.dockerfile.v0",
+		EmptyLayer: empty,
+	})
+}
+
+// addLayer appends a layer made by in.
+func (s *state) addLayer(in *Instruction, l v1.Layer, createdBy string) {
+	s.layers = append(s.layers, l)
+	s.record(in, createdBy, false)
+}
+
+// step runs one instruction.
+func (s *state) step(ctx context.Context, in *Instruction) error {
+	switch in.Cmd {
+	case "arg":
+		return s.arg(in)
+	case "copy", "add":
+		return s.copy(ctx, in)
+	case "run":
+		return s.run(ctx, in)
+	}
+	return s.metadata(in)
+}
+
+func (s *state) arg(in *Instruction) error {
+	meta := s.b.metaEnv(s.target)
+	for _, a := range in.Args {
+		k, def, hasDef := strings.Cut(a, "=")
+		if k == "" {
+			return fmt.Errorf("ARG needs a name")
+		}
+		v, ok := s.b.o.BuildArgs[k]
+		switch {
+		case ok:
+		case hasDef:
+			var err error
+			if v, err = s.expand(def); err != nil {
+				return err
+			}
+		default:
+			if v, ok = lookupEnv(meta, k); !ok {
+				continue // declared without a value
+			}
+		}
+		s.args = setEnv(s.args, k, v)
+	}
+	return nil
+}
+
+// image is the stage's result as an image.
+func (s *state) image() (v1.Image, error) {
+	var adds []mutate.Addendum
+	for _, l := range s.layers[s.nBase:] {
+		adds = append(adds, mutate.Addendum{Layer: l})
+	}
+	img, err := mutate.Append(s.base, adds...)
+	if err != nil {
+		return nil, err
+	}
+	cfg := s.cfg.DeepCopy()
+	cfg.RootFS.Type = "layers"
+	cfg.RootFS.DiffIDs = nil
+	for _, l := range s.layers {
+		d, err := l.DiffID()
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, d)
+	}
+	cfg.History = append(cfg.History, s.history...)
+	cfg.Created = v1.Time{Time: s.created()}
+	if s.stage == s.lastStage() {
+		if cfg.Config.Labels == nil && len(s.b.o.Labels) > 0 {
+			cfg.Config.Labels = map[string]string{}
+		}
+		for k, v := range s.b.o.Labels {
+			cfg.Config.Labels[k] = v
+		}
+	}
+	return mutate.ConfigFile(img, cfg)
+}
+
+func (s *state) lastStage() *Stage {
+	st, _ := s.b.targetStage()
+	return st
+}
+
+// descPlatform is the platform the index entry of this image carries: the
+// base index's own entry where there was one, else the config's.
+func (s *state) descPlatform() v1.Platform {
+	if s.baseDesc != nil && s.baseDesc.Platform != nil {
+		return *s.baseDesc.Platform
+	}
+	return registry.Normalize(v1.Platform{OS: s.cfg.OS, Architecture: s.cfg.Architecture, Variant: s.cfg.Variant})
+}

@@ -1,0 +1,172 @@
+package layers
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compression names how a layer's tar stream is compressed.
+type Compression string
+
+const (
+	Gzip Compression = "gzip"
+	Zstd Compression = "zstd"
+)
+
+// Layer is a finished layer held in memory. It implements v1.Layer.
+type Layer struct {
+	compressed []byte
+	digest     v1.Hash
+	diffID     v1.Hash
+	mediaType  types.MediaType
+	entries    int
+}
+
+var _ v1.Layer = (*Layer)(nil)
+
+// Options says how to compress a new layer and what media type to give it.
+type Options struct {
+	Compression Compression     // default Gzip
+	MediaType   types.MediaType // default: the OCI type matching Compression
+}
+
+// New runs write against a tar writer and returns the finished layer. One pass:
+// the tar stream feeds the diff ID hash and the compressor at once, and the
+// compressed stream feeds the digest hash and the buffer.
+func New(write func(*tar.Writer) error, opts Options) (*Layer, error) {
+	var buf bytes.Buffer
+	zsum := sha256.New()
+	zw, err := newCompressor(io.MultiWriter(&buf, zsum), opts.Compression)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.New()
+	tw := tar.NewWriter(io.MultiWriter(zw, sum))
+	if err := write(tw); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, fmt.Errorf("closing tar stream: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("closing %s stream: %w", opts.compression(), err)
+	}
+	return &Layer{
+		compressed: buf.Bytes(),
+		digest:     hashOf(zsum),
+		diffID:     hashOf(sum),
+		mediaType:  opts.mediaType(),
+	}, nil
+}
+
+func (o Options) compression() Compression {
+	if o.Compression == "" {
+		return Gzip
+	}
+	return o.Compression
+}
+
+func (o Options) mediaType() types.MediaType {
+	switch {
+	case o.MediaType != "":
+		return o.MediaType
+	case o.compression() == Zstd:
+		return types.OCILayerZStd
+	default:
+		return types.OCILayer
+	}
+}
+
+// MediaTypeFor gives the layer media type that goes with a manifest media type
+// and a compression, so that new layers match their base (Docker or OCI).
+func MediaTypeFor(manifest types.MediaType, c Compression) types.MediaType {
+	if manifest == types.DockerManifestSchema2 && c != Zstd {
+		return types.DockerLayer
+	}
+	if c == Zstd {
+		return types.OCILayerZStd
+	}
+	return types.OCILayer
+}
+
+func newCompressor(w io.Writer, c Compression) (io.WriteCloser, error) {
+	switch c {
+	case "", Gzip:
+		// A zero header (no name, no mtime) keeps the output a function of the input.
+		return gzip.NewWriterLevel(w, gzip.DefaultCompression)
+	case Zstd:
+		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1))
+	}
+	return nil, fmt.Errorf("unknown compression %q (want gzip or zstd)", c)
+}
+
+func hashOf(h hash.Hash) v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}
+}
+
+func (l *Layer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *Layer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *Layer) Size() (int64, error)                { return int64(len(l.compressed)), nil }
+func (l *Layer) MediaType() (types.MediaType, error) { return l.mediaType, nil }
+
+func (l *Layer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.compressed)), nil
+}
+
+func (l *Layer) Uncompressed() (io.ReadCloser, error) {
+	return Decompress(io.NopCloser(bytes.NewReader(l.compressed)))
+}
+
+// Decompress wraps a gzip, zstd or plain stream so that it reads as plain
+// bytes; the kind is told by the stream's first bytes.
+func Decompress(rc io.ReadCloser) (io.ReadCloser, error) {
+	var head [4]byte
+	br := &peekReader{r: rc}
+	n, _ := io.ReadFull(br, head[:])
+	br.buf = head[:n]
+	switch {
+	case n >= 2 && head[0] == 0x1f && head[1] == 0x8b:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, err
+		}
+		return readCloser{zr, rc}, nil
+	case n == 4 && bytes.Equal(head[:], []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, err
+		}
+		return readCloser{zr.IOReadCloser(), rc}, nil
+	}
+	return readCloser{br, rc}, nil
+}
+
+type peekReader struct {
+	buf []byte
+	r   io.Reader
+}
+
+func (p *peekReader) Read(b []byte) (int, error) {
+	if len(p.buf) > 0 {
+		n := copy(b, p.buf)
+		p.buf = p.buf[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
+}
+
+type readCloser struct {
+	io.Reader
+	c io.Closer
+}
+
+func (r readCloser) Close() error { return r.c.Close() }

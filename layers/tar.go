@@ -1,0 +1,123 @@
+package layers
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Entry is one member of a layer: a tar header and where its contents come
+// from when it is a regular file.
+type Entry struct {
+	tar.Header
+	Source string // host file holding the contents; empty means Data
+	Data   []byte
+	// Inode groups hardlinked files: entries with the same non-empty Inode
+	// become one file and hardlinks to it.
+	Inode string
+}
+
+// Write writes entries as a deterministic tar stream: sorted by path (parents
+// before children), owner names dropped, times cut to whole seconds and
+// clamped to epoch when it is not nil, hardlinks pointing at the first name
+// of their file.
+func Write(tw *tar.Writer, entries []Entry, epoch *time.Time) error {
+	sorted := slices.Clone(entries)
+	for i := range sorted {
+		normalize(&sorted[i].Header, epoch)
+	}
+	slices.SortStableFunc(sorted, func(a, b Entry) int { return comparePaths(a.Name, b.Name) })
+	first := map[string]string{}
+	for _, e := range sorted {
+		if e.Typeflag == tar.TypeReg && e.Inode != "" {
+			if target, ok := first[e.Inode]; ok {
+				e.Typeflag, e.Linkname, e.Size = tar.TypeLink, target, 0
+			} else {
+				first[e.Inode] = e.Name
+			}
+		}
+		if err := writeEntry(tw, e); err != nil {
+			return fmt.Errorf("writing %s: %w", e.Name, err)
+		}
+	}
+	return nil
+}
+
+func writeEntry(tw *tar.Writer, e Entry) error {
+	if e.Typeflag != tar.TypeReg {
+		e.Size = 0
+		return tw.WriteHeader(&e.Header)
+	}
+	if e.Source == "" {
+		e.Size = int64(len(e.Data))
+		if err := tw.WriteHeader(&e.Header); err != nil {
+			return err
+		}
+		_, err := tw.Write(e.Data)
+		return err
+	}
+	f, err := os.Open(e.Source)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	e.Size = fi.Size()
+	if err := tw.WriteHeader(&e.Header); err != nil {
+		return err
+	}
+	n, err := io.Copy(tw, f)
+	if err == nil && n != e.Size {
+		err = fmt.Errorf("file changed size while being read")
+	}
+	return err
+}
+
+func normalize(h *tar.Header, epoch *time.Time) {
+	name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+	if h.Typeflag == tar.TypeDir && name != "" {
+		name += "/"
+	}
+	h.Name = name
+	h.Uname, h.Gname = "", ""
+	h.ModTime = h.ModTime.Truncate(time.Second)
+	if epoch != nil && h.ModTime.After(*epoch) {
+		h.ModTime = *epoch
+	}
+	h.AccessTime, h.ChangeTime = time.Time{}, time.Time{}
+	h.Format = tar.FormatUnknown
+	if len(h.PAXRecords) == 0 {
+		h.PAXRecords = nil
+	}
+	//nolint:staticcheck // Xattrs is deprecated in favour of PAXRecords.
+	h.Xattrs = nil
+}
+
+// comparePaths orders paths so that a directory comes right before its
+// contents: '/' sorts before every other byte.
+func comparePaths(a, b string) int {
+	a, b = strings.TrimSuffix(a, "/"), strings.TrimSuffix(b, "/")
+	return bytes.Compare(pathKey(a), pathKey(b))
+}
+
+func pathKey(p string) []byte {
+	k := []byte(p)
+	for i, c := range k {
+		if c == '/' {
+			k[i] = 0
+		}
+	}
+	return k
+}
+
+// Xattr prefix used in PAX records, as GNU tar and Docker write them.
+const paxXattr = "SCHILY.xattr."

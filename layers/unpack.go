@@ -1,0 +1,273 @@
+package layers
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	whPrefix = ".wh."
+	whOpaque = ".wh..wh..opq"
+)
+
+// Unpack applies layers, bottom first, to the directory dir. Every write goes
+// through an os.Root, so no entry (nor a symlink planted by an earlier one)
+// can reach outside dir.
+func Unpack(ctx context.Context, dir string, ls []v1.Layer) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for i, l := range ls {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := applyLayer(root, l); err != nil {
+			d, _ := l.Digest()
+			return fmt.Errorf("unpacking layer %d (%s): %w", i+1, d, err)
+		}
+	}
+	return nil
+}
+
+func applyLayer(root *os.Root, l v1.Layer) error {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return Apply(root, tar.NewReader(rc))
+}
+
+// Apply applies one layer's tar stream to root.
+func Apply(root *os.Root, tr *tar.Reader) error {
+	a := applier{root: root, seen: map[string]bool{}, unprivileged: os.Geteuid() != 0}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := a.entry(h, tr); err != nil {
+			return fmt.Errorf("%s: %w", h.Name, err)
+		}
+	}
+	return a.finish()
+}
+
+type applier struct {
+	root         *os.Root
+	seen         map[string]bool // names this layer wrote, spared by an opaque marker
+	opaque       []string
+	dirTimes     []*tar.Header
+	unprivileged bool
+}
+
+func (a *applier) entry(h *tar.Header, r io.Reader) error {
+	name, err := cleanName(h.Name)
+	if err != nil || name == "" {
+		return err
+	}
+	dir, base := splitName(name)
+	switch {
+	case base == whOpaque:
+		a.opaque = append(a.opaque, dir)
+		return nil
+	case strings.HasPrefix(base, whPrefix):
+		return a.root.RemoveAll(path.Join(dir, strings.TrimPrefix(base, whPrefix)))
+	}
+	a.seen[name] = true
+	if dir != "" {
+		if err := a.root.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := a.clear(name, h.Typeflag == tar.TypeDir); err != nil {
+		return err
+	}
+	if err := a.create(name, h, r); err != nil {
+		return err
+	}
+	return a.attributes(name, h)
+}
+
+// clear removes what stands at name unless both it and the new entry are
+// directories, which merge.
+func (a *applier) clear(name string, dir bool) error {
+	fi, err := a.root.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil || (dir && fi.IsDir()) {
+		return err
+	}
+	return a.root.RemoveAll(name)
+}
+
+func (a *applier) create(name string, h *tar.Header, r io.Reader) error {
+	mode := h.FileInfo().Mode()
+	switch h.Typeflag {
+	case tar.TypeDir:
+		err := a.root.Mkdir(name, 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	case tar.TypeReg, tar.TypeRegA:
+		f, err := a.root.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode.Perm())
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, r)
+		return errors.Join(err, f.Close())
+	case tar.TypeSymlink:
+		return a.root.Symlink(h.Linkname, name)
+	case tar.TypeLink:
+		target, err := cleanName(h.Linkname)
+		if err != nil {
+			return err
+		}
+		return a.root.Link(target, name)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		return a.mknod(name, h)
+	}
+	return fmt.Errorf("unsupported tar entry type %q", h.Typeflag)
+}
+
+func (a *applier) mknod(name string, h *tar.Header) error {
+	dir, base := splitName(name)
+	d, err := a.root.Open(dirOrDot(dir))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	mode := uint32(h.Mode & 0o7777)
+	switch h.Typeflag {
+	case tar.TypeChar:
+		mode |= unix.S_IFCHR
+	case tar.TypeBlock:
+		mode |= unix.S_IFBLK
+	default:
+		mode |= unix.S_IFIFO
+	}
+	err = unix.Mknodat(int(d.Fd()), base, mode, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))))
+	if a.unprivileged && errors.Is(err, unix.EPERM) {
+		return nil // device nodes need privilege; an unprivileged unpack goes on without them
+	}
+	return err
+}
+
+func (a *applier) attributes(name string, h *tar.Header) error {
+	if err := a.root.Lchown(name, h.Uid, h.Gid); err != nil && !a.unprivileged {
+		return err
+	}
+	if h.Typeflag == tar.TypeSymlink {
+		return nil
+	}
+	if h.Typeflag != tar.TypeLink {
+		if err := a.root.Chmod(name, h.FileInfo().Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+			return err
+		}
+	}
+	if err := a.xattrs(name, h); err != nil {
+		return err
+	}
+	if h.Typeflag == tar.TypeDir {
+		a.dirTimes = append(a.dirTimes, h)
+		return nil
+	}
+	return a.root.Chtimes(name, h.ModTime, h.ModTime)
+}
+
+func (a *applier) xattrs(name string, h *tar.Header) error {
+	var f *os.File
+	for k, v := range h.PAXRecords {
+		attr, ok := strings.CutPrefix(k, paxXattr)
+		if !ok {
+			continue
+		}
+		if f == nil {
+			var err error
+			if f, err = a.root.Open(name); err != nil {
+				return err
+			}
+			defer f.Close()
+		}
+		if err := unix.Fsetxattr(int(f.Fd()), attr, []byte(v), 0); err != nil && !a.unprivileged {
+			return fmt.Errorf("setting xattr %s: %w", attr, err)
+		}
+	}
+	return nil
+}
+
+// finish empties opaque directories of what lower layers put there and sets
+// directory times last, after their contents stopped changing them.
+func (a *applier) finish() error {
+	for _, dir := range a.opaque {
+		if err := a.clearOpaque(dir); err != nil {
+			return fmt.Errorf("opaque %s: %w", dir, err)
+		}
+	}
+	for i := len(a.dirTimes) - 1; i >= 0; i-- {
+		h := a.dirTimes[i]
+		name, _ := cleanName(h.Name)
+		if err := a.root.Chtimes(dirOrDot(name), h.ModTime, h.ModTime); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *applier) clearOpaque(dir string) error {
+	d, err := a.root.Open(dirOrDot(dir))
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		p := path.Join(dir, n)
+		if !a.seen[p] {
+			if err := a.root.RemoveAll(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cleanName turns a tar entry name into a relative path inside the root, and
+// refuses names that climb out of it.
+func cleanName(name string) (string, error) {
+	p := path.Clean(strings.TrimLeft(name, "/"))
+	switch {
+	case p == "..", strings.HasPrefix(p, "../"):
+		return "", fmt.Errorf("path %q leaves the root", name)
+	case p == ".":
+		return "", nil
+	}
+	return p, nil
+}
+
+func dirOrDot(dir string) string {
+	if dir == "" {
+		return "."
+	}
+	return dir
+}

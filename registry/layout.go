@@ -1,0 +1,100 @@
+package registry
+
+import (
+	"archive/tar"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+)
+
+// WriteLayout writes idx as an OCI image layout in dir, named by tags in
+// index.json the way BuildKit's oci exporter names them.
+func WriteLayout(dir string, idx v1.ImageIndex, tags []name.Reference) error {
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return err
+	}
+	var opts []layout.Option
+	if len(tags) > 0 {
+		opts = append(opts, layout.WithAnnotations(map[string]string{refNameAnnotation: tags[0].Name()}))
+	}
+	return p.AppendIndex(idx, opts...)
+}
+
+// WriteOCITar writes idx as an OCI image layout packed in a tar file.
+func WriteOCITar(file string, idx v1.ImageIndex, tags []name.Reference) error {
+	tmp, err := os.MkdirTemp(filepath.Dir(file), ".manifold-oci-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := WriteLayout(tmp, idx, tags); err != nil {
+		return err
+	}
+	part := file + ".part"
+	f, err := os.Create(part)
+	if err != nil {
+		return err
+	}
+	if err := tarTree(f, tmp); err != nil {
+		f.Close()
+		os.Remove(part)
+		return fmt.Errorf("writing %s: %w", file, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(part, file)
+}
+
+func tarTree(w io.Writer, dir string) error {
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	tw := tar.NewWriter(w)
+	for _, p := range files {
+		rel, _ := filepath.Rel(dir, p)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		h := &tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+// OpenLayout opens an OCI image layout (a directory) as a source; with
+// refName it picks the image that index.json names so, else the first.
+func OpenLayout(dir, refName string, r name.Reference) (*Source, error) {
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	src, ok, err := lookupLayout(p, r, refName)
+	if err == nil && !ok {
+		err = fmt.Errorf("%s holds no image named %q", dir, refName)
+	}
+	return src, err
+}

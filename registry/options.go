@@ -1,0 +1,53 @@
+package registry
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Options are what every registry operation shares.
+type Options struct {
+	// Keychain finds credentials; default: docker's config.json and its
+	// credential helpers.
+	Keychain authn.Keychain
+	// Transport carries the HTTP requests; default: ggcr's, with retries.
+	Transport http.RoundTripper
+	// Store is the local store looked in before any registry; nil: none.
+	Store *Store
+	// Insecure allows plain HTTP to any registry (loopback always may).
+	Insecure bool
+	// Jobs bounds concurrent blob transfers; 0: ggcr's default.
+	Jobs int
+}
+
+func (o Options) remote(ctx context.Context) []remote.Option {
+	kc := o.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc)}
+	if o.Transport != nil {
+		opts = append(opts, remote.WithTransport(o.Transport))
+	}
+	if o.Jobs > 0 {
+		opts = append(opts, remote.WithJobs(o.Jobs))
+	}
+	return opts
+}
+
+func (o Options) nameOpts() []name.Option {
+	if o.Insecure {
+		return []name.Option{name.Insecure}
+	}
+	return nil
+}
+
+// ParseReference parses an image reference as Docker does (docker.io and
+// library/ implied, :latest by default).
+func (o Options) ParseReference(ref string) (name.Reference, error) {
+	return name.ParseReference(ref, o.nameOpts()...)
+}

@@ -1,0 +1,127 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Source is an image or image index that was looked up but not read: only
+// its top manifest has been fetched.
+type Source struct {
+	Ref   name.Reference
+	Index v1.ImageIndex // set for a multi-platform source
+	Image v1.Image      // set for a single-platform source
+}
+
+// Open looks ref up in the local store and then in its registry, reading
+// only the top manifest.
+func Open(ctx context.Context, ref string, o Options) (*Source, error) {
+	r, err := o.ParseReference(ref)
+	if err != nil {
+		return nil, err
+	}
+	if o.Store != nil {
+		if src, ok, err := o.Store.lookup(r); err != nil || ok {
+			return src, err
+		}
+	}
+	desc, err := remote.Get(r, o.remote(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", ref, err)
+	}
+	src := &Source{Ref: r}
+	if desc.MediaType.IsIndex() {
+		src.Index, err = desc.ImageIndex()
+	} else {
+		src.Image, err = desc.Image()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", ref, err)
+	}
+	return src, nil
+}
+
+// MediaType is the source's top manifest media type.
+func (s *Source) MediaType() (types.MediaType, error) {
+	if s.Index != nil {
+		return s.Index.MediaType()
+	}
+	return s.Image.MediaType()
+}
+
+// Digest is the digest of the source's top manifest.
+func (s *Source) Digest() (v1.Hash, error) {
+	if s.Index != nil {
+		return s.Index.Digest()
+	}
+	return s.Image.Digest()
+}
+
+// Manifests lists the platform variants of an index, in its order.
+func (s *Source) Manifests() ([]v1.Descriptor, error) {
+	if s.Index == nil {
+		return nil, nil
+	}
+	m, err := s.Index.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var out []v1.Descriptor
+	for _, d := range m.Manifests {
+		if d.MediaType.IsImage() && d.Platform != nil && d.Platform.OS != "unknown" {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// ForPlatform picks the variant for p. Only the chosen manifest is read
+// (and, for a single-platform source, its config to check the platform).
+func (s *Source) ForPlatform(p v1.Platform) (v1.Image, *v1.Descriptor, error) {
+	if s.Index == nil {
+		cf, err := s.Image.ConfigFile()
+		if err != nil {
+			return nil, nil, err
+		}
+		have := cf.Platform()
+		if have == nil || !Matches(p, *have) {
+			return nil, nil, fmt.Errorf("%s is a single-platform image for %s, not %s", s.Ref, formatPtr(have), Format(p))
+		}
+		d, err := partial.Descriptor(s.Image)
+		if err != nil {
+			return nil, nil, err
+		}
+		d.Platform = have
+		return s.Image, d, nil
+	}
+	ms, err := s.Manifests()
+	if err != nil {
+		return nil, nil, err
+	}
+	var have []string
+	for _, d := range ms {
+		if Matches(p, *d.Platform) {
+			img, err := s.Index.Image(d.Digest)
+			if err != nil {
+				return nil, nil, fmt.Errorf("reading %s for %s: %w", s.Ref, Format(p), err)
+			}
+			return img, &d, nil
+		}
+		have = append(have, Format(*d.Platform))
+	}
+	return nil, nil, fmt.Errorf("%s has no variant for %s (it has %s)", s.Ref, Format(p), strings.Join(have, ", "))
+}
+
+func formatPtr(p *v1.Platform) string {
+	if p == nil {
+		return "an unknown platform"
+	}
+	return Format(*p)
+}

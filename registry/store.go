@@ -1,0 +1,101 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/match"
+)
+
+// refNameAnnotation names an image in an OCI layout's index.json.
+const refNameAnnotation = "org.opencontainers.image.ref.name"
+
+// Store is manifold's local image store: an OCI image layout whose
+// index.json names each image by its full reference.
+type Store struct {
+	Dir string
+}
+
+// DefaultStoreDir is $MANIFOLD_STORE, else $XDG_DATA_HOME/manifold/store,
+// else ~/.local/share/manifold/store.
+func DefaultStoreDir() string {
+	if d := os.Getenv("MANIFOLD_STORE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "manifold", "store")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = os.TempDir()
+	}
+	return filepath.Join(home, ".local", "share", "manifold", "store")
+}
+
+func (s *Store) path() (layout.Path, error) {
+	p, err := layout.FromPath(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+			return "", err
+		}
+		return layout.Write(s.Dir, empty.Index)
+	}
+	return p, err
+}
+
+// Put stores idx under each of tags, replacing what those names held.
+func (s *Store) Put(idx v1.ImageIndex, tags []name.Reference) error {
+	p, err := s.path()
+	if err != nil {
+		return fmt.Errorf("opening store %s: %w", s.Dir, err)
+	}
+	for _, t := range tags {
+		ann := map[string]string{refNameAnnotation: t.Name()}
+		if err := p.ReplaceIndex(idx, match.Annotation(refNameAnnotation, t.Name()), layout.WithAnnotations(ann)); err != nil {
+			return fmt.Errorf("storing %s: %w", t.Name(), err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) lookup(r name.Reference) (*Source, bool, error) {
+	if _, err := os.Stat(filepath.Join(s.Dir, "index.json")); err != nil {
+		return nil, false, nil
+	}
+	p, err := layout.FromPath(s.Dir)
+	if err != nil {
+		return nil, false, err
+	}
+	return lookupLayout(p, r, r.Name())
+}
+
+func lookupLayout(p layout.Path, r name.Reference, refName string) (*Source, bool, error) {
+	ii, err := p.ImageIndex()
+	if err != nil {
+		return nil, false, err
+	}
+	m, err := ii.IndexManifest()
+	if err != nil {
+		return nil, false, err
+	}
+	for _, d := range m.Manifests {
+		if refName != "" && d.Annotations[refNameAnnotation] != refName {
+			continue
+		}
+		src := &Source{Ref: r}
+		if d.MediaType.IsIndex() {
+			src.Index, err = ii.ImageIndex(d.Digest)
+		} else {
+			src.Image, err = ii.Image(d.Digest)
+		}
+		return src, true, err
+	}
+	return nil, false, nil
+}
