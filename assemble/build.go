@@ -36,6 +36,10 @@ type Options struct {
 	WorkDir     string
 	Runner      Runner // runs RUN steps; nil: a RUN is an error
 	Compression layers.Compression
+	// DockerMediaTypes gives stages FROM scratch Docker's manifest and layer
+	// types instead of OCI's (BuildKit's oci-mediatypes=false). Stages on an
+	// image always take their base's types.
+	DockerMediaTypes bool
 	// Epoch is SOURCE_DATE_EPOCH: it clamps file times and sets created.
 	Epoch    *time.Time
 	Jobs     int       // platforms built at once; default all

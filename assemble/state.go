@@ -44,9 +44,12 @@ func newScratchState(b *builder, st *Stage, plat, target v1.Platform) *state {
 		RootFS: v1.RootFS{Type: "layers"},
 		Config: v1.Config{Env: []string{"PATH=" + defaultPath}},
 	}
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	return &state{b: b, stage: st, platform: plat, target: target, base: img, mediaType: types.OCIManifestSchema1, cfg: cfg}
+	mt, ct := types.OCIManifestSchema1, types.OCIConfigJSON
+	if b.o.DockerMediaTypes {
+		mt, ct = types.DockerManifestSchema2, types.DockerConfigJSON
+	}
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, mt), ct)
+	return &state{b: b, stage: st, platform: plat, target: target, base: img, mediaType: mt, cfg: cfg}
 }
 
 func newImageState(b *builder, st *Stage, plat, target v1.Platform, img v1.Image, desc *v1.Descriptor) (*state, error) {

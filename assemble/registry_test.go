@@ -1,0 +1,125 @@
+package assemble_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/registry"
+	"github.com/manifold-build/manifold/registry/registrytest"
+)
+
+// A no-RUN build reads only manifests and configs of its base: no base layer
+// blob is fetched, base layers are mounted rather than uploaded, and a new
+// layer shared by the platforms is uploaded once.
+func TestNoRunBuildFetchesNoBaseLayer(t *testing.T) {
+	host, log := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", true, "linux/amd64", "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nLABEL maintainer=dev\nCOPY hello.txt /srv/\nENV GREETING=hi\nCMD [\"cat\", \"/srv/hello.txt\"]\n", base),
+		"hello.txt":  "hello\n",
+	})
+	log.Reset()
+	res := mustBuild(t, ctxDir, []string{"linux/arm64", "linux/amd64"}, nil)
+	push(t, res, host+"/team/app:1")
+
+	baseIdx, err := remote.Index(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseImg, err := baseIdx.Image(mustDigest(t, baseIdx, "linux/amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range digests(t, baseImg) {
+		if n := log.BlobGets(d); n != 0 {
+			t.Errorf("base layer %s fetched %d times, want 0", d, n)
+		}
+		if n := log.Uploads(d); n != 0 {
+			t.Errorf("base layer %s uploaded %d times, want 0 (mounted)", d, n)
+		}
+	}
+	got, err := remote.Index(ref(t, host+"/team/app:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := got.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.MediaType != types.DockerManifestList {
+		t.Errorf("index media type %s, want Docker's manifest list like the base", m.MediaType)
+	}
+	var plats []string
+	for _, d := range m.Manifests {
+		plats = append(plats, registry.Format(*d.Platform))
+	}
+	if want := []string{"linux/amd64", "linux/arm64"}; !slices.Equal(plats, want) {
+		t.Errorf("index platforms %v, want the base's order %v", plats, want)
+	}
+	var newLayer string
+	for _, d := range m.Manifests {
+		img, err := got.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds := digests(t, img)
+		bimg, _ := baseIdx.Image(mustDigest(t, baseIdx, registry.Format(*d.Platform)))
+		if bds := digests(t, bimg); !slices.Equal(ds[:len(bds)], bds) {
+			t.Errorf("%s: base layers %v, want %v", registry.Format(*d.Platform), ds[:len(bds)], bds)
+		}
+		newLayer = ds[len(ds)-1]
+		ls, _ := img.Layers()
+		files := layerFiles(t, ls[len(ls)-1])
+		if f := files["srv/hello.txt"]; f.Data != "hello\n" || f.UID != 0 || f.Mode != 0o644 {
+			t.Errorf("srv/hello.txt in new layer = %+v", f)
+		}
+		if mt, _ := ls[len(ls)-1].MediaType(); mt != types.DockerLayer {
+			t.Errorf("new layer media type %s, want %s like the base", mt, types.DockerLayer)
+		}
+	}
+	if n := log.Uploads(newLayer); n != 1 {
+		t.Errorf("new layer uploaded %d times, want 1", n)
+	}
+}
+
+// COPY --chown by name reads the stage's /etc/passwd and /etc/group from the
+// top layer down, and fetches no layer below the one that holds them.
+func TestChownByNameReadsOnlyTopLayers(t *testing.T) {
+	host, log := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nCOPY --chown=app:staff hello.txt /home/app/\nCOPY --chown=daemon hello.txt /srv/d\n", base),
+		"hello.txt":  "hello\n",
+	})
+	baseImg, err := remote.Image(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bds := digests(t, baseImg)
+	log.Reset()
+	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, nil)
+	if n := log.BlobGets(bds[0]); n != 0 {
+		t.Errorf("bottom base layer fetched %d times, want 0", n)
+	}
+	if n := log.BlobGets(bds[1]); n == 0 {
+		t.Errorf("top base layer (with /etc/passwd) never fetched")
+	}
+	ls, err := res.Images[0].Image.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := layerFiles(t, ls[2])["home/app/hello.txt"]; f.UID != 1000 || f.GID != 50 {
+		t.Errorf("--chown=app:staff gave %d:%d, want 1000:50", f.UID, f.GID)
+	}
+	if f := layerFiles(t, ls[3])["srv/d"]; f.UID != 1 || f.GID != 1 {
+		t.Errorf("--chown=daemon gave %d:%d, want 1:1", f.UID, f.GID)
+	}
+	if mt, _ := ls[2].MediaType(); mt != types.OCILayer {
+		t.Errorf("new layer on an OCI base has type %s, want %s", mt, types.OCILayer)
+	}
+}

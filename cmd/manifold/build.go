@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/manifold-build/manifold/assemble"
+	"github.com/manifold-build/manifold/layers"
+	"github.com/manifold-build/manifold/registry"
+)
+
+type buildFlags struct {
+	file, target, progress, metadata, store, cacheDir, compression string
+	platforms, tags, outputs, buildArgs, labels                    []string
+	push                                                           bool
+	jobs                                                           int
+}
+
+func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
+	var f buildFlags
+	fs := flagSet("build", "[flags] CONTEXT", errOut)
+	fs.StringVarP(&f.file, "file", "f", "", "the Dockerfile (default CONTEXT/Dockerfile)")
+	fs.StringSliceVar(&f.platforms, "platform", nil, "platforms to build, e.g. linux/amd64,linux/arm64 (default: the host's)")
+	fs.StringArrayVarP(&f.tags, "tag", "t", nil, "name the result, e.g. registry.example/app:1.0 (repeatable)")
+	fs.BoolVar(&f.push, "push", false, "push the result to the registry of each tag")
+	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "write the result: type=oci-layout,dest=DIR | type=oci,dest=FILE.tar | type=registry; add oci-mediatypes=false for Docker media types on images FROM scratch")
+	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument: NAME=VALUE, or NAME to take it from the environment")
+	fs.StringArrayVar(&f.labels, "label", nil, "set a label on the image: KEY=VALUE")
+	fs.StringVar(&f.target, "target", "", "build this stage and what it needs (default: the last stage)")
+	fs.IntVar(&f.jobs, "jobs", 0, "platforms built at once (default: all)")
+	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain or quiet")
+	fs.StringVar(&f.metadata, "metadata-file", "", "write the result's digest and names as JSON to this file")
+	fs.StringVar(&f.store, "store", registry.DefaultStoreDir(), "the local image store (env MANIFOLD_STORE)")
+	fs.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "where unpacked base images are kept")
+	fs.StringVar(&f.compression, "compression", "gzip", "layer compression: gzip or zstd")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("build takes exactly one CONTEXT directory, got %d arguments", fs.NArg())
+	}
+	o, dest, err := f.options(fs.Arg(0), errOut)
+	if err != nil {
+		return err
+	}
+	res, err := assemble.Build(ctx, o)
+	if err != nil {
+		return err
+	}
+	return dest.write(ctx, res, o.Registry, f.metadata, out, errOut)
+}
+
+func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Options, *destination, error) {
+	var o assemble.Options
+	plats, err := registry.ParsePlatforms(f.platforms)
+	if err != nil {
+		return o, nil, usageError{err}
+	}
+	args, err := keyValues(f.buildArgs, "--build-arg", true)
+	if err != nil {
+		return o, nil, err
+	}
+	labels, err := keyValues(f.labels, "--label", false)
+	if err != nil {
+		return o, nil, err
+	}
+	epoch, err := sourceDateEpoch(args)
+	if err != nil {
+		return o, nil, usageError{err}
+	}
+	comp := layers.Compression(f.compression)
+	if comp != layers.Gzip && comp != layers.Zstd {
+		return o, nil, usagef("--compression must be gzip or zstd, not %q", f.compression)
+	}
+	if f.progress != "auto" && f.progress != "plain" && f.progress != "quiet" {
+		return o, nil, usagef("--progress must be auto, plain or quiet, not %q", f.progress)
+	}
+	ro := registry.Options{Store: &registry.Store{Dir: f.store}}
+	dest, err := f.destination(ro)
+	if err != nil {
+		return o, nil, err
+	}
+	o = assemble.Options{
+		Context: contextDir, Dockerfile: f.file, Platforms: plats, BuildArgs: args,
+		Labels: labels, Target: f.target, Registry: ro, Compression: comp, Epoch: epoch,
+		Jobs: f.jobs, DockerMediaTypes: dest.dockerTypes, Rootfs: &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
+	}
+	if f.progress != "quiet" {
+		o.Progress = errOut
+	}
+	return o, dest, nil
+}
+
+// keyValues reads NAME=VALUE flags; with fromEnv, a bare NAME takes its value
+// from the environment, as docker build does.
+func keyValues(list []string, flag string, fromEnv bool) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range list {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok && fromEnv {
+			v, ok = os.LookupEnv(k)
+			if !ok {
+				continue
+			}
+		}
+		if !ok || k == "" {
+			return nil, usagef("%s wants KEY=VALUE, not %q", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// sourceDateEpoch reads SOURCE_DATE_EPOCH from the build args or, as BuildKit
+// does, the environment.
+func sourceDateEpoch(args map[string]string) (*time.Time, error) {
+	v, ok := args["SOURCE_DATE_EPOCH"]
+	if !ok {
+		v, ok = os.LookupEnv("SOURCE_DATE_EPOCH")
+	}
+	if !ok || v == "" {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("SOURCE_DATE_EPOCH must be whole seconds, not %q", v)
+	}
+	t := time.Unix(n, 0).UTC()
+	return &t, nil
+}
+
+func defaultCacheDir() string {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "manifold")
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "manifold")
+	}
+	return filepath.Join(os.TempDir(), "manifold-cache")
+}
+
+// metadataFile is what --metadata-file writes, in buildx's keys.
+type metadataFile struct {
+	Digest string `json:"containerimage.digest"`
+	Name   string `json:"image.name,omitempty"`
+}
+
+func writeMetadata(file, digest string, tags []name.Reference) error {
+	var names []string
+	for _, t := range tags {
+		names = append(names, t.Name())
+	}
+	b, err := json.MarshalIndent(metadataFile{Digest: digest, Name: strings.Join(names, ",")}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, append(b, '\n'), 0o644)
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/manifold-build/manifold/assemble"
+	"github.com/manifold-build/manifold/registry"
+)
+
+// destination is where a build's result goes: a registry, an OCI layout
+// directory, an OCI tarball, or (with none of those) the local store.
+type destination struct {
+	tags   []name.Reference
+	push   bool
+	layout string
+	tar    string
+	store  *registry.Store
+	// dockerTypes is oci-mediatypes=false: Docker media types for images
+	// FROM scratch.
+	dockerTypes bool
+}
+
+func (f *buildFlags) destination(ro registry.Options) (*destination, error) {
+	d := &destination{push: f.push}
+	for _, t := range f.tags {
+		ref, err := name.ParseReference(t)
+		if err != nil {
+			return nil, usagef("invalid tag %q: %v", t, err)
+		}
+		d.tags = append(d.tags, ref)
+	}
+	for _, o := range f.outputs {
+		if err := d.addOutput(o); err != nil {
+			return nil, err
+		}
+	}
+	if d.push && len(d.tags) == 0 {
+		return nil, usagef("--push needs at least one -t tag")
+	}
+	if !d.push && d.layout == "" && d.tar == "" {
+		d.store = ro.Store
+	}
+	return d, nil
+}
+
+func (d *destination) addOutput(spec string) error {
+	kv := map[string]string{}
+	for _, part := range strings.Split(spec, ",") {
+		k, v, _ := strings.Cut(part, "=")
+		kv[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	switch kv["type"] {
+	case "registry", "image":
+		d.push = d.push || kv["type"] == "registry" || kv["push"] == "true"
+		if n := kv["name"]; n != "" {
+			for _, t := range strings.Split(n, ";") {
+				ref, err := name.ParseReference(t)
+				if err != nil {
+					return usagef("invalid name %q in --output: %v", t, err)
+				}
+				d.tags = append(d.tags, ref)
+			}
+		}
+	case "oci-layout":
+		d.layout = kv["dest"]
+	case "oci":
+		d.tar = kv["dest"]
+	default:
+		return usagef("unknown --output type %q (want oci-layout, oci or registry)", kv["type"])
+	}
+	if v, ok := kv["oci-mediatypes"]; ok {
+		d.dockerTypes = v == "false"
+	}
+	if (kv["type"] == "oci" || kv["type"] == "oci-layout") && kv["dest"] == "" {
+		return usagef("--output type=%s needs dest=PATH", kv["type"])
+	}
+	return nil
+}
+
+func (d *destination) write(ctx context.Context, res *assemble.Result, ro registry.Options, metadata string, out, errOut io.Writer) error {
+	h, err := res.Index.Digest()
+	if err != nil {
+		return err
+	}
+	if d.layout != "" {
+		if err := registry.WriteLayout(d.layout, res.Index, d.tags); err != nil {
+			return fmt.Errorf("writing OCI layout %s: %w", d.layout, err)
+		}
+		fmt.Fprintf(errOut, "wrote OCI layout %s\n", d.layout)
+	}
+	if d.tar != "" {
+		if err := registry.WriteOCITar(d.tar, res.Index, d.tags); err != nil {
+			return fmt.Errorf("writing OCI tarball %s: %w", d.tar, err)
+		}
+		fmt.Fprintf(errOut, "wrote OCI tarball %s\n", d.tar)
+	}
+	if d.push {
+		if _, err := registry.Push(ctx, res.Index, d.tags, ro); err != nil {
+			return err
+		}
+		for _, t := range d.tags {
+			fmt.Fprintf(errOut, "pushed %s\n", t.Name())
+		}
+	}
+	if d.store != nil {
+		if len(d.tags) == 0 {
+			fmt.Fprintln(errOut, "no -t tag given: the result is not stored")
+		} else if err := d.store.Put(res.Index, d.tags); err != nil {
+			return err
+		} else {
+			for _, t := range d.tags {
+				fmt.Fprintf(errOut, "stored %s in %s\n", t.Name(), d.store.Dir)
+			}
+		}
+	}
+	if metadata != "" {
+		if err := writeMetadata(metadata, h.String(), d.tags); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(out, h.String())
+	return nil
+}

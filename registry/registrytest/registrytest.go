@@ -1,0 +1,190 @@
+// Package registrytest is manifold's test kit for registries: an in-memory
+// registry that counts what clients ask of it, Debian's real distribution
+// registry started on a loopback port, and prerequisites that skip on a
+// laptop but fail in CI.
+package registrytest
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+// InCI tells whether the tests run in CI, where a missing prerequisite is a
+// failure and never a skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Require skips the test when ok is false, or fails it in CI.
+func Require(t testing.TB, ok bool, format string, a ...any) {
+	t.Helper()
+	if ok {
+		return
+	}
+	msg := fmt.Sprintf(format, a...)
+	if InCI() {
+		t.Fatalf("prerequisite missing in CI: %s", msg)
+	}
+	t.Skipf("prerequisite missing: %s", msg)
+}
+
+// Request is one request a registry received.
+type Request struct {
+	Method, Path string
+}
+
+// Log records the requests a registry received.
+type Log struct {
+	mu      sync.Mutex
+	reqs    []Request
+	uploads map[string]int
+}
+
+func (l *Log) add(r *http.Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reqs = append(l.reqs, Request{r.Method, r.URL.Path})
+}
+
+// Requests returns what was received so far.
+func (l *Log) Requests() []Request {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Request(nil), l.reqs...)
+}
+
+// Reset forgets what was received so far.
+func (l *Log) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reqs, l.uploads = nil, nil
+}
+
+// BlobGets counts GET requests for the blob with this digest.
+func (l *Log) BlobGets(digest string) int {
+	n := 0
+	for _, r := range l.Requests() {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.Path, "/blobs/"+digest) {
+			n++
+		}
+	}
+	return n
+}
+
+// Uploads counts finished blob uploads of this digest (a cross-repository
+// mount is not an upload).
+func (l *Log) Uploads(digest string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.uploads[digest]
+}
+
+// UploadedDigests lists every digest uploaded, with repeats.
+func (l *Log) UploadedDigests() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for d, n := range l.uploads {
+		for range n {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (l *Log) addUpload(digest string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.uploads == nil {
+		l.uploads = map[string]int{}
+	}
+	l.uploads[digest]++
+}
+
+// Memory starts an in-memory registry (go-containerregistry's) on a loopback
+// port and returns its host:port and the log of its requests.
+func Memory(t testing.TB) (string, *Log) {
+	t.Helper()
+	rl := &Log{}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rl.add(r)
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			rl.addUpload(r.URL.Query().Get("digest"))
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), rl
+}
+
+// Distribution starts Debian's docker-registry (the CNCF distribution
+// registry) on a free 127.0.0.1 port, storing in a temporary directory, and
+// returns its host:port.
+func Distribution(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("docker-registry")
+	Require(t, err == nil, "docker-registry not installed (apt-get install docker-registry)")
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, filepath.Join(dir, "data"), addr)
+	cfgFile := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", cfgFile)
+	out, _ := os.Create(filepath.Join(dir, "registry.log"))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting docker-registry: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		out.Close()
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			return addr
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	logged, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
+	t.Fatalf("docker-registry did not answer on %s:\n%s", addr, logged)
+	return ""
+}
+
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
