@@ -16,24 +16,32 @@ import (
 func (s *state) metadata(in *Instruction) error {
 	c := &s.cfg.Config
 	var err error
+	// History says what the step did, expanded, as BuildKit writes it.
+	kw, said := strings.ToUpper(in.Cmd), ""
 	switch in.Cmd {
 	case "env":
-		err = s.pairs(in, func(k, v string) { c.Env = setEnv(c.Env, k, v) })
+		err = s.pairs(in, func(k, v string) {
+			c.Env = setEnv(c.Env, k, v)
+			said += " " + k + "=" + v
+		})
 	case "label":
 		err = s.pairs(in, func(k, v string) {
 			if c.Labels == nil {
 				c.Labels = map[string]string{}
 			}
 			c.Labels[k] = v
+			said += " " + strconv.Quote(k) + "=" + strconv.Quote(v)
 		})
 	case "cmd":
 		c.Cmd = s.command(in)
 		s.cmdSet = true
+		said = " " + jsonArgs(c.Cmd)
 	case "entrypoint":
 		c.Entrypoint = s.command(in)
 		if !s.cmdSet {
 			c.Cmd = nil
 		}
+		said = " " + jsonArgs(c.Entrypoint)
 	case "shell":
 		if !in.JSON || len(in.Args) == 0 {
 			return fmt.Errorf("SHELL needs the JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]")
@@ -41,8 +49,10 @@ func (s *state) metadata(in *Instruction) error {
 		c.Shell = append([]string(nil), in.Args...)
 	case "workdir":
 		err = s.workdir(in)
+		said = " " + c.WorkingDir
 	case "user":
 		c.User, err = s.oneWord(in)
+		said = " " + c.User
 	case "stopsignal":
 		c.StopSignal, err = s.oneWord(in)
 	case "maintainer":
@@ -61,7 +71,10 @@ func (s *state) metadata(in *Instruction) error {
 	if err != nil {
 		return err
 	}
-	s.record(in, "", true)
+	if said == "" {
+		said = " " + strings.Join(strings.Fields(strings.TrimSpace(in.Original)[len(kw):]), " ")
+	}
+	s.record(in, kw+said, true)
 	return nil
 }
 

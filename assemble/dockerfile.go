@@ -20,7 +20,7 @@ type Dockerfile struct {
 	Name     string // how errors name the file, e.g. "Dockerfile"
 	MetaArgs []*Instruction
 	Stages   []*Stage
-	lex      *shell.Lex
+	escape   rune // the escape character of the file (# escape=)
 }
 
 // Stage is one FROM and the instructions under it.
@@ -64,7 +64,7 @@ func Parse(r io.Reader, name string) (*Dockerfile, error) {
 	if err != nil {
 		return nil, parseError(name, err)
 	}
-	df := &Dockerfile{Name: name, lex: shell.NewLex(res.EscapeToken)}
+	df := &Dockerfile{Name: name, escape: res.EscapeToken}
 	for _, node := range res.AST.Children {
 		in, err := convert(name, node)
 		if err != nil {
@@ -171,12 +171,31 @@ func ParseTrigger(file string, line int, trigger string) (*Instruction, error) {
 // expand expands $VAR, ${VAR:-x} and friends in word as Docker does and
 // removes quotes. It also returns the names the word used.
 func (df *Dockerfile) expand(word string, env []string) (string, map[string]struct{}, error) {
-	return df.lex.ProcessWord(word, shell.EnvsFromSlice(env))
+	// A Lex keeps state while it works: one per call, as platforms build in
+	// parallel.
+	out, used, err := shell.NewLex(df.escape).ProcessWord(word, shell.EnvsFromSlice(env))
+	return out, used, lexError(word, err)
+}
+
+// lexError words the lexer's errors for people.
+func lexError(word string, err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if _, after, ok := strings.Cut(msg, "failed to process \""+word+"\": "); ok {
+		msg = after
+	}
+	if strings.Contains(msg, "unsupported modifier (\uFFFD)") {
+		msg = "missing '}'"
+	}
+	return fmt.Errorf("expanding %q: %s", word, msg)
 }
 
 // expandWords expands word and splits it into fields, as EXPOSE needs.
 func (df *Dockerfile) expandWords(word string, env []string) ([]string, error) {
-	return df.lex.ProcessWords(word, shell.EnvsFromSlice(env))
+	words, err := shell.NewLex(df.escape).ProcessWords(word, shell.EnvsFromSlice(env))
+	return words, lexError(word, err)
 }
 
 func (df *Dockerfile) errorf(in *Instruction, format string, a ...any) error {

@@ -18,22 +18,29 @@ import (
 // unpacked tells whether the stage's files are on disk already.
 func (s *state) unpacked() bool { return s.dirLayers == len(s.layers) && len(s.dirs) > 0 }
 
-// readFile reads a file of the stage: from its unpacked tree when there is
-// one, else from its layers top-down, fetching no layer below the one that
-// settles it.
-func (s *state) readFile(ctx context.Context, name string) ([]byte, bool, error) {
+// readFiles reads files of the stage: from its unpacked tree when there is
+// one, else from its layers top-down, fetching no layer below those that
+// settle them. Absent files are missing from the result.
+func (s *state) readFiles(ctx context.Context, names ...string) (map[string][]byte, error) {
 	if !s.unpacked() {
-		return layers.ReadFile(ctx, s.layers, name)
+		return layers.ReadFiles(ctx, s.layers, names...)
 	}
-	p, err := s.hostPath("/" + name)
-	if err != nil {
-		return nil, false, nil
+	out := map[string][]byte{}
+	for _, n := range names {
+		p, err := s.hostPath("/" + n)
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[n] = data
 	}
-	data, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, nil
-	}
-	return data, err == nil, err
+	return out, nil
 }
 
 // stat looks p up in the unpacked tree.

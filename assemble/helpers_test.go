@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"context"
 	"io"
+	"iter"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -145,3 +147,5 @@ func ref(t *testing.T, s string) name.Reference {
 	}
 	return r
 }
+
+func mapsKeys(m map[string]string) iter.Seq[string] { return maps.Keys(m) }

@@ -36,6 +36,9 @@ type state struct {
 	cmdSet    bool     // CMD was set in this stage
 	dirs      []string // unpacked filesystem: one directory per layer group, bottom first
 	dirLayers int      // how many of layers dirs covers
+
+	userDB       map[string][]byte // /etc/passwd and /etc/group, when read
+	userDBLayers int               // len(layers) when userDB was read
 }
 
 func newScratchState(b *builder, st *Stage, plat, target v1.Platform) *state {

@@ -20,12 +20,17 @@ func (s *state) owner(ctx context.Context, spec string) (*idPair, error) {
 		return nil, err
 	}
 	user, group, hasGroup := strings.Cut(spec, ":")
+	if _, err := strconv.Atoi(user); err != nil || (hasGroup && group != "") {
+		if err := s.loadUserDB(ctx); err != nil {
+			return nil, err
+		}
+	}
 	ids := &idPair{}
 	var primary int
 	if n, err := strconv.Atoi(user); err == nil {
 		ids.uid, primary = n, n
 	} else {
-		rec, err := s.lookupDB(ctx, "etc/passwd", user)
+		rec, err := s.lookupDB("etc/passwd", user)
 		if err != nil {
 			return nil, err
 		}
@@ -44,7 +49,7 @@ func (s *state) owner(ctx context.Context, spec string) (*idPair, error) {
 		ids.gid = n
 		return ids, nil
 	}
-	rec, err := s.lookupDB(ctx, "etc/group", group)
+	rec, err := s.lookupDB("etc/group", group)
 	if err != nil {
 		return nil, err
 	}
@@ -54,13 +59,25 @@ func (s *state) owner(ctx context.Context, spec string) (*idPair, error) {
 	return ids, nil
 }
 
+// loadUserDB reads the stage's /etc/passwd and /etc/group, in one pass
+// over its layers, unless the stage's files have not changed since the last
+// time.
+func (s *state) loadUserDB(ctx context.Context) error {
+	if s.userDB != nil && s.userDBLayers == len(s.layers) {
+		return nil
+	}
+	db, err := s.readFiles(ctx, "etc/passwd", "etc/group")
+	if err != nil {
+		return fmt.Errorf("reading /etc/passwd and /etc/group: %w", err)
+	}
+	s.userDB, s.userDBLayers = db, len(s.layers)
+	return nil
+}
+
 // lookupDB finds the colon-separated record called name in a passwd-style
 // file of the stage.
-func (s *state) lookupDB(ctx context.Context, file, name string) ([]string, error) {
-	data, found, err := s.readFile(ctx, file)
-	if err != nil {
-		return nil, fmt.Errorf("reading /%s: %w", file, err)
-	}
+func (s *state) lookupDB(file, name string) ([]string, error) {
+	data, found := s.userDB[file]
 	if !found {
 		return nil, fmt.Errorf("unable to find %q: the stage has no /%s", name, file)
 	}

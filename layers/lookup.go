@@ -11,77 +11,85 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// ReadFile finds the file name in the image whose layers are ls (bottom
-// first) by reading layers from the top down, and stops at the first layer
-// that has it, deletes it or hides it behind an opaque directory. Lower
-// layers are never fetched. Symlinks are not followed; found is false when
-// the file is absent.
-func ReadFile(ctx context.Context, ls []v1.Layer, name string) (data []byte, found bool, err error) {
-	name, err = cleanName(name)
-	if err != nil {
-		return nil, false, err
-	}
-	for i := len(ls) - 1; i >= 0; i-- {
-		if err := ctx.Err(); err != nil {
-			return nil, false, err
-		}
-		data, state, err := findIn(ls[i], name)
+// ReadFiles finds the regular files names in the image whose layers are ls
+// (bottom first) by reading layers from the top down, one pass a layer for
+// all names. It stops as soon as every name is settled: found, deleted, or
+// hidden behind an opaque directory; lower layers are never fetched.
+// Symlinks are not followed. Absent files are missing from the result.
+func ReadFiles(ctx context.Context, ls []v1.Layer, names ...string) (map[string][]byte, error) {
+	want := map[string]bool{}
+	for _, n := range names {
+		c, err := cleanName(n)
 		if err != nil {
-			return nil, false, fmt.Errorf("reading layer %d: %w", i+1, err)
+			return nil, err
 		}
-		switch state {
-		case present:
-			return data, true, nil
-		case hidden:
-			return nil, false, nil
+		want[c] = true
+	}
+	found := map[string][]byte{}
+	for i := len(ls) - 1; i >= 0 && len(want) > 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := scanLayer(ls[i], want, found); err != nil {
+			return nil, fmt.Errorf("reading layer %d: %w", i+1, err)
 		}
 	}
-	return nil, false, nil
+	return found, nil
 }
 
-type findState int
-
-const (
-	absent findState = iota
-	present
-	hidden
-)
-
-func findIn(l v1.Layer, name string) ([]byte, findState, error) {
+// scanLayer settles the names in want that layer l decides, moving found
+// files into found and deleting settled names from want.
+func scanLayer(l v1.Layer, want map[string]bool, found map[string][]byte) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
-		return nil, absent, err
+		return err
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
-	state := absent
-	for {
+	hidden := map[string]bool{}
+	for len(want) > 0 {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return nil, state, nil
+			break
 		}
 		if err != nil {
-			return nil, absent, err
+			return err
 		}
 		n, err := cleanName(h.Name)
 		if err != nil {
-			return nil, absent, err
+			return err
 		}
-		dir, base := splitName(n)
-		switch {
-		case n == name && h.Typeflag == tar.TypeReg:
-			data, err := io.ReadAll(tr)
-			return data, present, err
-		case n == name:
-			return nil, hidden, nil // not a regular file here
-		case base == whOpaque && isAncestor(dir, name),
-			strings.HasPrefix(base, whPrefix) && isAncestor(path.Join(dir, strings.TrimPrefix(base, whPrefix)), name),
-			strings.HasPrefix(base, whPrefix) && path.Join(dir, strings.TrimPrefix(base, whPrefix)) == name:
-			state = hidden // unless the same layer also holds the file
+		if want[n] {
+			if h.Typeflag == tar.TypeReg {
+				if found[n], err = io.ReadAll(tr); err != nil {
+					return err
+				}
+			}
+			delete(want, n) // present here, as a file or as something else
+			continue
+		}
+		for w := range want {
+			if hides(n, w) {
+				hidden[w] = true // unless this layer also holds w
+			}
 		}
 	}
+	for w := range hidden {
+		delete(want, w)
+	}
+	return nil
 }
 
-func isAncestor(dir, name string) bool {
-	return dir == "" || strings.HasPrefix(name, dir+"/")
+// hides tells whether the entry n (a whiteout or an opaque marker) removes
+// the lower layers' file name.
+func hides(n, name string) bool {
+	dir, base := splitName(n)
+	switch {
+	case base == whOpaque:
+		return dir == "" || strings.HasPrefix(name, dir+"/")
+	case strings.HasPrefix(base, whPrefix):
+		gone := path.Join(dir, strings.TrimPrefix(base, whPrefix))
+		return gone == name || strings.HasPrefix(name, gone+"/")
+	}
+	return false
 }

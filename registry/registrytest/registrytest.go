@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +51,7 @@ type Log struct {
 	mu      sync.Mutex
 	reqs    []Request
 	uploads map[string]int
+	mounts  map[string]int
 }
 
 func (l *Log) add(r *http.Request) {
@@ -68,7 +71,7 @@ func (l *Log) Requests() []Request {
 func (l *Log) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.reqs, l.uploads = nil, nil
+	l.reqs, l.uploads, l.mounts = nil, nil, nil
 }
 
 // BlobGets counts GET requests for the blob with this digest.
@@ -103,6 +106,22 @@ func (l *Log) UploadedDigests() []string {
 	return out
 }
 
+// Mounts counts cross-repository mount requests for this digest.
+func (l *Log) Mounts(digest string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mounts[digest]
+}
+
+func (l *Log) addMount(digest string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mounts == nil {
+		l.mounts = map[string]int{}
+	}
+	l.mounts[digest]++
+}
+
 func (l *Log) addUpload(digest string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -118,21 +137,15 @@ func Memory(t testing.TB) (string, *Log) {
 	t.Helper()
 	rl := &Log{}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rl.add(r)
-		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") {
-			rl.addUpload(r.URL.Query().Get("digest"))
-		}
-		reg.ServeHTTP(w, r)
-	}))
+	srv := httptest.NewServer(rl.wrap(reg))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://"), rl
 }
 
 // Distribution starts Debian's docker-registry (the CNCF distribution
 // registry) on a free 127.0.0.1 port, storing in a temporary directory, and
-// returns its host:port.
-func Distribution(t testing.TB) string {
+// returns the host:port of a logging proxy in front of it.
+func Distribution(t testing.TB) (string, *Log) {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	Require(t, err == nil, "docker-registry not installed (apt-get install docker-registry)")
@@ -171,13 +184,36 @@ http:
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			return addr
+			return logged(t, addr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	logged, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
 	t.Fatalf("docker-registry did not answer on %s:\n%s", addr, logged)
-	return ""
+	return "", nil
+}
+
+// logged puts a logging reverse proxy in front of the registry at addr.
+func logged(t testing.TB, addr string) (string, *Log) {
+	rl := &Log{}
+	target, _ := url.Parse("http://" + addr)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(rl.wrap(proxy))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), rl
+}
+
+func (l *Log) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.add(r)
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			l.addUpload(r.URL.Query().Get("digest"))
+		}
+		if r.Method == http.MethodPost && r.URL.Query().Get("mount") != "" {
+			l.addMount(r.URL.Query().Get("mount"))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func freeAddr(t testing.TB) string {

@@ -1,0 +1,201 @@
+package layers
+
+import (
+	"archive/tar"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// mkLayer makes a layer from headers, in the order given (no sorting), so
+// that tests can write the odd entries real layers carry.
+func mkLayer(t *testing.T, entries ...Entry) *Layer {
+	t.Helper()
+	l, err := New(func(tw *tar.Writer) error {
+		for _, e := range entries {
+			h := e.Header
+			h.Size = int64(len(e.Data))
+			if err := tw.WriteHeader(&h); err != nil {
+				return err
+			}
+			if _, err := tw.Write(e.Data); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func file(name, data string) Entry {
+	return Entry{Header: tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644}, Data: []byte(data)}
+}
+
+func dir(name string, mode int64) Entry {
+	return Entry{Header: tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: mode}}
+}
+
+func TestWriteIsDeterministic(t *testing.T) {
+	epoch := time.Unix(1000, 0)
+	later := time.Unix(5000, 123)
+	a := []Entry{file("b/y", "y"), dir("b", 0o755), file("a", "a"), file("b/x", "x")}
+	b := []Entry{file("a", "a"), file("b/x", "x"), dir("b", 0o755), file("b/y", "y")}
+	for i := range a {
+		a[i].ModTime, b[i].ModTime = later, later
+		a[i].Uname = "someone"
+	}
+	digest := func(es []Entry) (v1.Hash, []string) {
+		l, err := New(func(tw *tar.Writer) error { return Write(tw, es, &epoch) }, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _ := l.Uncompressed()
+		defer rc.Close()
+		tr := tar.NewReader(rc)
+		var names []string
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if !h.ModTime.Equal(epoch) || h.Uname != "" {
+				t.Errorf("%s: mtime %v uname %q, want clamped to %v and no name", h.Name, h.ModTime, h.Uname, epoch)
+			}
+			names = append(names, h.Name)
+		}
+		d, _ := l.Digest()
+		return d, names
+	}
+	da, names := digest(a)
+	db, _ := digest(b)
+	if da != db {
+		t.Errorf("same files in another order gave digests %s and %s", da, db)
+	}
+	if got := strings.Join(names, " "); got != "a b/ b/x b/y" {
+		t.Errorf("entry order %q, want parents before children, sorted", got)
+	}
+}
+
+func TestZstdLayerRoundTrips(t *testing.T) {
+	l, err := New(func(tw *tar.Writer) error { return Write(tw, []Entry{file("z", "zz")}, nil) }, Options{Compression: Zstd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mt, _ := l.MediaType(); mt != "application/vnd.oci.image.layer.v1.tar+zstd" {
+		t.Errorf("media type %s", mt)
+	}
+	got, err := ReadFiles(context.Background(), []v1.Layer{l}, "z")
+	if err != nil || string(got["z"]) != "zz" {
+		t.Errorf("read back %q, %v", got["z"], err)
+	}
+}
+
+func TestUnpackAppliesWhiteoutsOpaqueDirsAndLinks(t *testing.T) {
+	root := t.TempDir()
+	l1 := mkLayer(t, dir("a", 0o755), file("a/x", "x"), file("a/y", "y"), dir("b", 0o750), file("b/old", "old"),
+		Entry{Header: tar.Header{Name: "a/hard", Typeflag: tar.TypeLink, Linkname: "a/x"}},
+		Entry{Header: tar.Header{Name: "s", Typeflag: tar.TypeSymlink, Linkname: "/a/y"}},
+		Entry{Header: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o4755}, Data: []byte("suid")},
+		dir("gone", 0o755), file("gone/deep", "d"))
+	l2 := mkLayer(t, file("a/.wh.x", ""), file("b/.wh..wh..opq", ""), file("b/new", "new"), file(".wh.gone", ""),
+		file("s", "now a file"))
+	if err := Unpack(context.Background(), root, []v1.Layer{l1, l2}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a/y": "y", "a/hard": "x", "b/new": "new", "s": "now a file", "f": "suid"}
+	for n, data := range want {
+		got, err := os.ReadFile(filepath.Join(root, n))
+		if err != nil || string(got) != data {
+			t.Errorf("%s = %q, %v; want %q", n, got, err, data)
+		}
+	}
+	for _, n := range []string{"a/x", "b/old", "gone"} {
+		if _, err := os.Lstat(filepath.Join(root, n)); !os.IsNotExist(err) {
+			t.Errorf("%s still exists (err %v)", n, err)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(root, "f")); fi.Mode()&os.ModeSetuid == 0 {
+		t.Errorf("f lost its setuid bit: %v", fi.Mode())
+	}
+	if fi, _ := os.Stat(filepath.Join(root, "b")); fi.Mode().Perm() != 0o750 {
+		t.Errorf("b mode %v, want 0750", fi.Mode().Perm())
+	}
+}
+
+func TestUnpackStaysInsideRoot(t *testing.T) {
+	parent := t.TempDir()
+	root := filepath.Join(parent, "root")
+	os.Mkdir(root, 0o755)
+	for name, l := range map[string]*Layer{
+		"dotdot":  mkLayer(t, file("../escaped", "x")),
+		"symlink": mkLayer(t, Entry{Header: tar.Header{Name: "up", Typeflag: tar.TypeSymlink, Linkname: "../"}}, file("up/escaped", "x")),
+		"abslink": mkLayer(t, Entry{Header: tar.Header{Name: "abs", Typeflag: tar.TypeSymlink, Linkname: parent}}, file("abs/escaped", "x")),
+	} {
+		err := Unpack(context.Background(), root, []v1.Layer{l})
+		if err == nil {
+			t.Errorf("%s: unpack succeeded, want an error", name)
+		}
+		if _, err := os.Lstat(filepath.Join(parent, "escaped")); err == nil {
+			t.Fatalf("%s: a file was written outside the root", name)
+		}
+	}
+}
+
+// countingLayer counts how often a layer's bytes are asked for.
+type countingLayer struct {
+	v1.Layer
+	reads *int
+}
+
+func (c countingLayer) Uncompressed() (io.ReadCloser, error) {
+	*c.reads++
+	return c.Layer.Uncompressed()
+}
+
+func TestReadFilesStopsAtTheLayerThatSettles(t *testing.T) {
+	var bottom, middle, top int
+	ls := []v1.Layer{
+		countingLayer{mkLayer(t, file("etc/passwd", "old"), file("etc/group", "g")), &bottom},
+		countingLayer{mkLayer(t, file("etc/passwd", "new")), &middle},
+		countingLayer{mkLayer(t, file("etc/.wh.group", ""), file("other", "o")), &top},
+	}
+	got, err := ReadFiles(context.Background(), ls, "/etc/passwd", "etc/group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got["etc/passwd"]) != "new" {
+		t.Errorf("passwd = %q, want the top-most version", got["etc/passwd"])
+	}
+	if _, ok := got["etc/group"]; ok {
+		t.Errorf("group found, but the top layer deletes it")
+	}
+	if bottom != 0 || middle != 1 || top != 1 {
+		t.Errorf("layer reads bottom=%d middle=%d top=%d, want 0 1 1", bottom, middle, top)
+	}
+}
+
+func TestCacheUnpacksOncePerChain(t *testing.T) {
+	var reads int
+	ls := []v1.Layer{countingLayer{mkLayer(t, file("x", "x")), &reads}}
+	c := &Cache{Dir: t.TempDir()}
+	d1, err := c.Rootfs(context.Background(), ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := c.Rootfs(context.Background(), ls)
+	if err != nil || d1 != d2 || reads != 1 {
+		t.Errorf("second Rootfs: dir %s vs %s, reads %d, err %v; want the cached dir and one read", d1, d2, reads, err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(d1, "x")); string(data) != "x" {
+		t.Errorf("cached rootfs lacks x")
+	}
+}

@@ -1,0 +1,170 @@
+package registry_test
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/manifold-build/manifold/registry"
+)
+
+func TestParsePlatformAndMatch(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		variant  string
+	}{
+		{"linux/amd64", "linux/amd64", ""},
+		{"linux/arm64", "linux/arm64", "v8"},
+		{"linux/arm64/v8", "linux/arm64", "v8"},
+		{"linux/arm", "linux/arm/v7", "v7"},
+		{"linux/arm/v6", "linux/arm/v6", "v6"},
+		{"linux/i386", "linux/386", ""},
+		{"arm64", "linux/arm64", "v8"},
+	} {
+		p, err := registry.ParsePlatform(tc.in)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if got := registry.Format(p); got != tc.want || p.Variant != tc.variant {
+			t.Errorf("%s: got %s variant %q, want %s variant %q", tc.in, got, p.Variant, tc.want, tc.variant)
+		}
+	}
+	for _, bad := range []string{"", "linux/", "windows/amd64", "a/b/c/d"} {
+		if _, err := registry.ParsePlatform(bad); err == nil {
+			t.Errorf("%q parsed, want an error", bad)
+		}
+	}
+	arm64 := v1.Platform{OS: "linux", Architecture: "arm64"}
+	if !registry.Matches(arm64, v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}) {
+		t.Error("linux/arm64 does not match linux/arm64/v8")
+	}
+	if registry.Matches(v1.Platform{OS: "linux", Architecture: "arm", Variant: "v6"}, v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}) {
+		t.Error("arm/v6 matches arm/v7")
+	}
+}
+
+// failing serves a registry but refuses manifest PUTs whose body is an index.
+func failing(t *testing.T) string {
+	reg := ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") && r.Header.Get("Content-Type") == string(types.OCIImageIndex) {
+			http.Error(w, "no indexes today", http.StatusForbidden)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+func randomIndex(t *testing.T) v1.ImageIndex {
+	t.Helper()
+	img, err := random.Image(100, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{
+		Add:        img,
+		Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}},
+	})
+}
+
+func TestPushFailureBeforeIndexLeavesNoTag(t *testing.T) {
+	host := failing(t)
+	tag, _ := name.ParseReference(host + "/app:1")
+	_, err := registry.Push(context.Background(), randomIndex(t), []name.Reference{tag}, registry.Options{})
+	if err == nil {
+		t.Fatal("push succeeded, want the index PUT to fail")
+	}
+	if _, err := remote.Head(tag); err == nil {
+		t.Errorf("tag %s exists after a failed push", tag)
+	}
+}
+
+func TestPushSetsEveryTagAfterTheIndex(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	reg := ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+			mu.Lock()
+			order = append(order, r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:])
+			mu.Unlock()
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	idx := randomIndex(t)
+	d, _ := idx.Digest()
+	var tags []name.Reference
+	for _, s := range []string{"/a:1", "/a:latest", "/b:1"} {
+		r, _ := name.ParseReference(host + s)
+		tags = append(tags, r)
+	}
+	if _, err := registry.Push(context.Background(), idx, tags, registry.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	seenTag := false
+	for _, o := range order {
+		isTag := !strings.HasPrefix(o, "sha256:")
+		if seenTag && !isTag {
+			t.Errorf("manifest %s pushed after a tag: order %v", o, order)
+		}
+		seenTag = seenTag || isTag
+	}
+	for _, tag := range tags {
+		desc, err := remote.Head(tag)
+		if err != nil || desc.Digest != d {
+			t.Errorf("%s: %v %v, want %s", tag, desc, err, d)
+		}
+	}
+}
+
+func TestStorePutAndOpen(t *testing.T) {
+	s := &registry.Store{Dir: t.TempDir()}
+	idx := randomIndex(t)
+	tag, _ := name.ParseReference("example.test/app:1")
+	if err := s.Put(idx, []name.Reference{tag}); err != nil {
+		t.Fatal(err)
+	}
+	again := randomIndex(t)
+	if err := s.Put(again, []name.Reference{tag}); err != nil {
+		t.Fatal(err)
+	}
+	src, err := registry.Open(context.Background(), "example.test/app:1", registry.Options{Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := src.Digest()
+	want, _ := again.Digest()
+	if got != want {
+		t.Errorf("store gives %s for the tag, want the newer %s", got, want)
+	}
+	img, _, err := src.ForPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.ConfigFile(); err != nil {
+		t.Errorf("reading stored image config: %v", err)
+	}
+	_, _, err = src.ForPlatform(v1.Platform{OS: "linux", Architecture: "s390x"})
+	if err == nil || !strings.Contains(err.Error(), "it has linux/amd64") {
+		t.Errorf("missing platform error %v, want one listing the platforms there are", err)
+	}
+}
