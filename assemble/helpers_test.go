@@ -20,7 +20,7 @@ import (
 )
 
 // writeContext makes a build context from file names and contents.
-func writeContext(t *testing.T, files map[string]string) string {
+func writeContext(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for n, data := range files {
@@ -139,7 +139,7 @@ func mustDigest(t *testing.T, idx v1.ImageIndex, platform string) v1.Hash {
 	return v1.Hash{}
 }
 
-func ref(t *testing.T, s string) name.Reference {
+func ref(t testing.TB, s string) name.Reference {
 	t.Helper()
 	r, err := name.ParseReference(s)
 	if err != nil {

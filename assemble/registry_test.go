@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/assembletest"
 	"github.com/manifold-build/manifold/registry"
 	"github.com/manifold-build/manifold/registry/registrytest"
@@ -121,5 +122,37 @@ func TestChownByNameReadsOnlyTopLayers(t *testing.T) {
 	}
 	if mt, _ := ls[2].MediaType(); mt != types.OCILayer {
 		t.Errorf("new layer on an OCI base has type %s, want %s", mt, types.OCILayer)
+	}
+}
+
+// A base that lacks a wanted platform fails at its FROM line, and the error
+// lists the platforms the base has.
+func TestBaseWithoutPlatformNamesWhatItHas(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("# a comment\nFROM %s\nENV A=1\n", base)})
+	_, err := build(t, ctxDir, []string{"linux/s390x"}, nil)
+	want := fmt.Sprintf("Dockerfile:2: FROM %s [linux/s390x]: %s has no variant for linux/s390x (it has linux/amd64, linux/arm64)", base, base)
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant  %s", err, want)
+	}
+}
+
+// An image built FROM scratch takes Docker media types when asked, OCI's by
+// default.
+func TestScratchMediaTypes(t *testing.T) {
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": "FROM scratch\nCOPY Dockerfile /\n"})
+	for _, docker := range []bool{false, true} {
+		res := mustBuild(t, ctxDir, []string{"linux/amd64"}, func(o *assemble.Options) { o.DockerMediaTypes = docker })
+		mt, _ := res.Index.MediaType()
+		ls, _ := res.Images[0].Image.Layers()
+		lt, _ := ls[0].MediaType()
+		want := [2]types.MediaType{types.OCIImageIndex, types.OCILayer}
+		if docker {
+			want = [2]types.MediaType{types.DockerManifestList, types.DockerLayer}
+		}
+		if got := [2]types.MediaType{mt, lt}; got != want {
+			t.Errorf("docker=%v: index and layer types %v, want %v", docker, got, want)
+		}
 	}
 }
