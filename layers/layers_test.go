@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +198,54 @@ func TestCacheUnpacksOncePerChain(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(filepath.Join(d1, "x")); string(data) != "x" {
 		t.Errorf("cached rootfs lacks x")
+	}
+}
+
+func TestOpaqueMarkerLeadsItsDirectory(t *testing.T) {
+	es := []Entry{file("d/a", "a"), dir("d", 0o755), file("d/.wh..wh..opq", ""), file("d/.hidden", "h")}
+	var names []string
+	l, err := New(func(tw *tar.Writer) error { return Write(tw, es, nil) }, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, _ := l.Uncompressed()
+	tr := tar.NewReader(rc)
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		names = append(names, h.Name)
+	}
+	if got := strings.Join(names, " "); got != "d/ d/.wh..wh..opq d/.hidden d/a" {
+		t.Errorf("order %q", got)
+	}
+}
+
+func TestDiffFindsAddedChangedAndDeleted(t *testing.T) {
+	old, new := t.TempDir(), t.TempDir()
+	mk := func(root, name, data string) {
+		p := filepath.Join(root, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(data), 0o644)
+		os.Chtimes(p, time.Unix(100, 0), time.Unix(100, 0))
+	}
+	for _, root := range []string{old, new} {
+		mk(root, "same/file", "x")
+		mk(root, "changed", "old")
+	}
+	mk(old, "deleted/deep", "d")
+	mk(old, "replaced", "file")
+	mk(new, "changed", "new!")
+	mk(new, "added/file", "a")
+	mk(new, "replaced/inside", "i")
+	entries, err := Diff(old, new)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name)
+	}
+	sort.Strings(got)
+	want := ".wh.deleted added added/file changed replaced replaced/inside"
+	if strings.Join(got, " ") != want {
+		t.Errorf("diff = %q, want %q", strings.Join(got, " "), want)
 	}
 }

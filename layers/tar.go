@@ -103,13 +103,16 @@ func normalize(h *tar.Header, epoch *time.Time) {
 }
 
 // comparePaths orders paths so that a directory comes right before its
-// contents: '/' sorts before every other byte.
+// contents ('/' sorts before every other byte), led by its opaque marker.
 func comparePaths(a, b string) int {
 	a, b = strings.TrimSuffix(a, "/"), strings.TrimSuffix(b, "/")
 	return bytes.Compare(pathKey(a), pathKey(b))
 }
 
 func pathKey(p string) []byte {
+	if dir, ok := strings.CutSuffix(p, whOpaque); ok && (dir == "" || strings.HasSuffix(dir, "/")) {
+		p = dir + "\x01" // an opaque marker leads its directory's entries
+	}
 	k := []byte(p)
 	for i, c := range k {
 		if c == '/' {

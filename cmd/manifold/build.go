@@ -23,6 +23,8 @@ type buildFlags struct {
 	platforms, tags, outputs, buildArgs, labels                    []string
 	push                                                           bool
 	jobs                                                           int
+	network                                                        string
+	sandbox                                                        sandboxFlags
 }
 
 func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -42,6 +44,8 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringVar(&f.store, "store", registry.DefaultStoreDir(), "the local image store (env MANIFOLD_STORE)")
 	fs.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "where unpacked base images are kept")
 	fs.StringVar(&f.compression, "compression", "gzip", "layer compression: gzip or zstd")
+	fs.StringVar(&f.network, "network", "default", "network of RUN steps: default (the host's) or none")
+	f.sandbox.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -84,6 +88,13 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	if f.progress != "auto" && f.progress != "plain" && f.progress != "quiet" {
 		return o, nil, usagef("--progress must be auto, plain or quiet, not %q", f.progress)
 	}
+	if f.network != "default" && f.network != "host" && f.network != "none" {
+		return o, nil, usagef("--network must be default, host or none, not %q", f.network)
+	}
+	runner, err := f.sandbox.sandbox()
+	if err != nil {
+		return o, nil, err
+	}
 	ro := registry.Options{Store: &registry.Store{Dir: f.store}}
 	dest, err := f.destination(ro)
 	if err != nil {
@@ -92,7 +103,8 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	o = assemble.Options{
 		Context: contextDir, Dockerfile: f.file, Platforms: plats, BuildArgs: args,
 		Labels: labels, Target: f.target, Registry: ro, Compression: comp, Epoch: epoch,
-		Jobs: f.jobs, DockerMediaTypes: dest.dockerTypes, Rootfs: &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
+		Jobs: f.jobs, DockerMediaTypes: dest.dockerTypes, Runner: runner, Network: strings.TrimPrefix(f.network, "default"),
+		Rootfs: &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
 	}
 	if f.progress != "quiet" {
 		o.Progress = errOut

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/manifold-build/manifold/emulate"
 )
 
 // usageError marks errors in what the user typed: exit code 2.
@@ -30,10 +32,12 @@ func commands() []command {
 	return []command{
 		{"build", "build an image for one or more platforms from a Dockerfile", runBuild},
 		{"inspect", "show an image or index: platforms, digests, layers, config", runInspect},
+		{"run", "run a command in one platform variant of an image", runRun},
 	}
 }
 
 func main() {
+	emulate.Main() // the sandbox's init, when re-executed as one
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -53,9 +57,12 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 			continue
 		}
 		err := c.run(ctx, args[1:], out, errOut)
+		var code exitCode
 		switch {
 		case err == nil:
 			return 0
+		case errors.As(err, &code):
+			return int(code)
 		case errors.Is(err, pflag.ErrHelp):
 			return 0
 		case errors.As(err, new(usageError)):

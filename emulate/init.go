@@ -1,0 +1,168 @@
+package emulate
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// initName is argv[0] of the re-executed binary when it is to be the
+// sandbox's init.
+const initName = "manifold-sandbox-init"
+
+// initConfig is what the parent tells the init, as JSON on fd 3.
+type initConfig struct {
+	Lower           []string
+	Upper, Work     string
+	Rootfs          string
+	Merged          string // the empty directory to build the root on
+	Argv, Env       []string
+	User, Workdir   string
+	Hostname        string
+	NoNetwork       bool
+	Personality     int
+	Binfmt          string // a binfmt_misc registration for a private instance
+	SetgroupsDenied bool
+}
+
+// initReport is what the init tells the parent, as JSON on fd 4, just
+// before the command starts (or instead, when setting up failed).
+type initReport struct {
+	Stubs   []string `json:",omitempty"`
+	Started bool     `json:",omitempty"`
+	Error   string   `json:",omitempty"`
+}
+
+// Main runs the sandbox init when this process was started as one, and then
+// exits; otherwise it returns at once. Every binary that uses a Sandbox
+// calls it first thing in main (and in TestMain).
+func Main() {
+	if len(os.Args) == 0 || os.Args[0] != initName {
+		return
+	}
+	os.Exit(runInit())
+}
+
+func runInit() int {
+	report := os.NewFile(4, "report")
+	fail := func(format string, a ...any) int {
+		json.NewEncoder(report).Encode(initReport{Error: fmt.Sprintf(format, a...)})
+		return 125
+	}
+	var cfg initConfig
+	if err := json.NewDecoder(os.NewFile(3, "config")).Decode(&cfg); err != nil {
+		return fail("reading sandbox config: %v", err)
+	}
+	stubs, err := setupRoot(&cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
+	proc, err := startCommand(&cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if err := json.NewEncoder(report).Encode(initReport{Stubs: stubs, Started: true}); err != nil {
+		return 125
+	}
+	report.Close()
+	return reap(proc.Pid)
+}
+
+// startCommand resolves the user, the working directory and the program,
+// then starts the command.
+func startCommand(cfg *initConfig) (*os.Process, error) {
+	if cfg.Personality != 0 {
+		if _, _, e := unix.RawSyscall(unix.SYS_PERSONALITY, uintptr(cfg.Personality), 0, 0); e != 0 {
+			return nil, fmt.Errorf("setting personality: %v", e)
+		}
+	}
+	cred, home, err := lookupUser(cfg.User)
+	if err != nil {
+		return nil, err
+	}
+	cred.NoSetGroups = cfg.SetgroupsDenied
+	wd := cfg.Workdir
+	if wd == "" {
+		wd = "/"
+	}
+	if err := os.MkdirAll(wd, 0o755); err != nil {
+		return nil, fmt.Errorf("creating working directory %s: %w", wd, err)
+	}
+	env := cfg.Env
+	if !hasEnv(env, "HOME") && home != "" {
+		env = append(env, "HOME="+home)
+	}
+	path, err := lookPath(cfg.Argv[0], env)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := os.StartProcess(path, cfg.Argv, &os.ProcAttr{
+		Dir:   wd,
+		Env:   env,
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+		Sys:   &syscall.SysProcAttr{Credential: cred},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", cfg.Argv[0], err)
+	}
+	return proc, nil
+}
+
+// reap waits for the command, reaping every orphan on the way, and returns
+// the command's exit status. When the init exits, the kernel ends every
+// other process of the step's PID namespace.
+func reap(main int) int {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 125
+		}
+		if pid != main {
+			continue
+		}
+		if ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ws.ExitStatus()
+	}
+}
+
+// lookPath finds a program on the PATH of the command's environment.
+func lookPath(prog string, env []string) (string, error) {
+	if strings.Contains(prog, "/") {
+		return prog, nil
+	}
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range strings.Split(path, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		p := dir + "/" + prog
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: executable file not found in $PATH", prog)
+}
+
+func hasEnv(env []string, k string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, k+"=") {
+			return true
+		}
+	}
+	return false
+}

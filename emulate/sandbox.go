@@ -1,0 +1,276 @@
+package emulate
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Sandbox runs commands in root filesystems, each in new namespaces, under
+// qemu-user-static when the platform is foreign. The zero value is ready.
+type Sandbox struct {
+	// QemuDir holds the qemu-*-static binaries; default: found on PATH.
+	QemuDir string
+	// HostBinfmt allows registering qemu in the host's binfmt_misc (root
+	// only, removed afterwards) when the kernel has no private instances and
+	// no host handler serves the platform.
+	HostBinfmt bool
+	// Self is the binary to re-execute as the sandbox's init; it must call
+	// emulate.Main first thing. Default /proc/self/exe.
+	Self string
+}
+
+// Run runs spec.Argv in the sandbox and waits for it. A command that exits
+// non-zero gives an *ExitError.
+func (s *Sandbox) Run(ctx context.Context, spec Spec) (*Result, error) {
+	if len(spec.Argv) == 0 {
+		return nil, errors.New("no command to run")
+	}
+	cfg, res, cleanup, err := s.prepare(spec)
+	if err != nil {
+		return nil, err
+	}
+	if len(spec.Lower) > 0 {
+		for _, d := range []string{spec.Upper, spec.Work} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
+	defer cleanup()
+	merged, err := os.MkdirTemp("", "manifold-root-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(merged)
+	cfg.Merged = merged
+	ids, err := idMappings()
+	if err != nil {
+		return nil, err
+	}
+	res.IDMap = ids.result()
+	cfg.SetgroupsDenied = ids.setgroupsDenied
+	report, err := s.start(ctx, spec, cfg, ids)
+	if report != nil {
+		res.Stubs = report.Stubs
+	}
+	return res, err
+}
+
+// prepare works out how the platform runs and what the init must do.
+func (s *Sandbox) prepare(spec Spec) (*initConfig, *Result, func(), error) {
+	nop := func() {}
+	if len(spec.Lower) == 0 && spec.Rootfs == "" {
+		return nil, nil, nop, errors.New("no root filesystem given")
+	}
+	ex, err := plan(hostArch(), spec.Platform)
+	if err != nil {
+		return nil, nil, nop, err
+	}
+	hostname := spec.Hostname
+	if hostname == "" {
+		hostname = "manifold"
+	}
+	cfg := &initConfig{
+		Lower: spec.Lower, Upper: spec.Upper, Work: spec.Work, Rootfs: spec.Rootfs,
+		Argv: spec.Argv, Env: spec.Env, User: spec.User, Workdir: spec.Workdir,
+		Hostname: hostname, NoNetwork: spec.Network == "none", Personality: ex.personality,
+	}
+	res := &Result{}
+	if ex.native {
+		return cfg, res, nop, nil
+	}
+	interp, err := interpreter(ex.emu, spec.Platform, s.QemuDir)
+	if err != nil {
+		return nil, nil, nop, err
+	}
+	res.Emulator = interp
+	switch {
+	case privateBinfmt():
+		cfg.Binfmt = registration("qemu-"+ex.emu.qemu, ex.emu, interp)
+		return cfg, res, nop, nil
+	case hasHostHandler(ex.emu):
+		return cfg, res, nop, nil
+	case s.HostBinfmt && os.Geteuid() == 0:
+		remove, err := hostRegister(ex.emu, interp)
+		if err != nil {
+			return nil, nil, nop, err
+		}
+		return cfg, res, remove, nil
+	}
+	return nil, nil, nop, fmt.Errorf("running %s needs binfmt_misc: this kernel has no private instances (Linux 6.7+), "+
+		"no host handler with flag F serves it, and host registration was not allowed (it takes root and --binfmt=host)", spec.Platform)
+}
+
+func hasHostHandler(emu emulator) bool {
+	_, ok := hostHandler(emu)
+	return ok
+}
+
+// start runs the init and waits for it and its command.
+func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *idPlan) (*initReport, error) {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer cfgW.Close()
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		return nil, err
+	}
+	defer repR.Close()
+	self := s.Self
+	if self == "" {
+		self = "/proc/self/exe"
+	}
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Args = []string{initName}
+	cmd.Env = []string{}
+	cmd.ExtraFiles = []*os.File{cfgR, repW}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
+	flags := syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
+	if cfg.NoNetwork {
+		flags |= syscall.CLONE_NEWNET
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: uintptr(flags), Pdeathsig: syscall.SIGKILL}
+	ids.apply(cmd.SysProcAttr)
+	err = cmd.Start()
+	cfgR.Close()
+	repW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("starting sandbox: %w", err)
+	}
+	if err := ids.mapExternally(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, err
+	}
+	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("configuring sandbox: %w", err)
+	}
+	cfgW.Close()
+	var report initReport
+	repErr := json.NewDecoder(bufio.NewReader(repR)).Decode(&report)
+	waitErr := cmd.Wait()
+	if ctx.Err() != nil {
+		return &report, ctx.Err()
+	}
+	switch {
+	case repErr != nil && repErr != io.EOF:
+		return nil, fmt.Errorf("sandbox init: %w (%v)", repErr, waitErr)
+	case report.Error != "":
+		return &report, errors.New(report.Error)
+	case !report.Started:
+		return &report, fmt.Errorf("sandbox init failed: %v", waitErr)
+	}
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		return &report, &ExitError{Code: ee.ExitCode()}
+	}
+	return &report, waitErr
+}
+
+// idPlan is how the sandbox's user namespace maps IDs: the identity as
+// root; as another user, that user as root and its /etc/subuid range above
+// (through newuidmap), or just that user as root.
+type idPlan struct {
+	uids, gids      []IDRange
+	external        bool // newuidmap/newgidmap write the maps
+	setgroupsDenied bool
+}
+
+func idMappings() (*idPlan, error) {
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 {
+		all := []IDRange{{0, 0, 1<<32 - 1}}
+		return &idPlan{uids: all, gids: all}, nil
+	}
+	p := &idPlan{uids: []IDRange{{0, uid, 1}}, gids: []IDRange{{0, gid, 1}}}
+	u, err := user.Current()
+	if err != nil {
+		return nil, err
+	}
+	su, okU := subIDs("/etc/subuid", u.Username, uid)
+	sg, okG := subIDs("/etc/subgid", u.Username, uid)
+	_, errU := exec.LookPath("newuidmap")
+	_, errG := exec.LookPath("newgidmap")
+	if okU && okG && errU == nil && errG == nil {
+		p.uids = append(p.uids, IDRange{1, su.Host, su.Size})
+		p.gids = append(p.gids, IDRange{1, sg.Host, sg.Size})
+		p.external = true
+		return p, nil
+	}
+	p.setgroupsDenied = true
+	return p, nil
+}
+
+// subIDs reads the first range of name (or uid) in /etc/subuid or subgid.
+func subIDs(file, name string, uid int) (IDRange, bool) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return IDRange{}, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) != 3 || (f[0] != name && f[0] != strconv.Itoa(uid)) {
+			continue
+		}
+		start, err1 := strconv.Atoi(f[1])
+		size, err2 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil && size > 0 {
+			return IDRange{Host: start, Size: size}, true
+		}
+	}
+	return IDRange{}, false
+}
+
+func (p *idPlan) apply(a *syscall.SysProcAttr) {
+	if p.external {
+		return
+	}
+	for _, r := range p.uids {
+		a.UidMappings = append(a.UidMappings, syscall.SysProcIDMap{ContainerID: r.Container, HostID: r.Host, Size: r.Size})
+	}
+	for _, r := range p.gids {
+		a.GidMappings = append(a.GidMappings, syscall.SysProcIDMap{ContainerID: r.Container, HostID: r.Host, Size: r.Size})
+	}
+	a.GidMappingsEnableSetgroups = !p.setgroupsDenied
+}
+
+func (p *idPlan) mapExternally(pid int) error {
+	if !p.external {
+		return nil
+	}
+	for _, m := range []struct {
+		tool   string
+		ranges []IDRange
+	}{{"newuidmap", p.uids}, {"newgidmap", p.gids}} {
+		args := []string{strconv.Itoa(pid)}
+		for _, r := range m.ranges {
+			args = append(args, strconv.Itoa(r.Container), strconv.Itoa(r.Host), strconv.Itoa(r.Size))
+		}
+		if out, err := exec.Command(m.tool, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s %v: %v: %s", m.tool, args, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
+func (p *idPlan) result() *IDMap {
+	if os.Getuid() == 0 {
+		return nil
+	}
+	return &IDMap{UIDs: p.uids, GIDs: p.gids}
+}

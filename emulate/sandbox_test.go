@@ -1,0 +1,94 @@
+package emulate_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/manifold-build/manifold/emulate"
+	"github.com/manifold-build/manifold/registry/registrytest"
+)
+
+func TestMain(m *testing.M) {
+	emulate.Main()
+	os.Exit(m.Run())
+}
+
+// fixture returns the busybox root filesystem layers for a Go arch.
+func fixture(t *testing.T, arch string) []string {
+	t.Helper()
+	dir := os.Getenv("MANIFOLD_FIXTURES")
+	if dir == "" {
+		dir = "/var/cache/manifold-fixtures"
+	}
+	main := filepath.Join(dir, arch, "main")
+	_, err := os.Stat(filepath.Join(main, "bin", "busybox"))
+	registrytest.Require(t, err == nil, "busybox fixture in %s (testdata/fixtures/busybox-rootfs.sh)", dir)
+	return []string{main, filepath.Join(dir, arch, "etc")}
+}
+
+func run(t *testing.T, p emulate.Platform, argv ...string) (string, *emulate.Result, error) {
+	t.Helper()
+	up := t.TempDir()
+	var out bytes.Buffer
+	res, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
+		Platform: p,
+		Lower:    fixture(t, p.Arch),
+		Upper:    filepath.Join(up, "upper"), Work: filepath.Join(up, "work"),
+		Argv: argv, Env: []string{"PATH=/bin:/sbin:/usr/bin"},
+		Stdout: &out, Stderr: &out,
+	})
+	return out.String(), res, err
+}
+
+func TestUnameOnEveryPlatform(t *testing.T) {
+	for _, tc := range []struct {
+		p    emulate.Platform
+		want string
+	}{
+		{emulate.Platform{Arch: "amd64"}, "x86_64"},
+		{emulate.Platform{Arch: "386"}, "i686"},
+		{emulate.Platform{Arch: "arm64", Variant: "v8"}, "aarch64"},
+		{emulate.Platform{Arch: "arm", Variant: "v7"}, "armv7l"},
+		{emulate.Platform{Arch: "ppc64le"}, "ppc64le"},
+		{emulate.Platform{Arch: "s390x"}, "s390x"},
+	} {
+		t.Run(tc.p.String(), func(t *testing.T) {
+			out, res, err := run(t, tc.p, "uname", "-m")
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, out)
+			}
+			if strings.TrimSpace(out) != tc.want {
+				t.Errorf("uname -m printed %q, want %q", out, tc.want)
+			}
+			if (res.Emulator == "") != (tc.p.Arch == "amd64" || tc.p.Arch == "386") {
+				t.Errorf("emulator %q for %s", res.Emulator, tc.p)
+			}
+		})
+	}
+}
+
+func TestExitStatusAndSandbox(t *testing.T) {
+	p := emulate.Platform{Arch: "arm64", Variant: "v8"}
+	_, _, err := run(t, p, "sh", "-c", "exit 3")
+	var ee *emulate.ExitError
+	if !errors.As(err, &ee) || ee.Code != 3 {
+		t.Fatalf("exit 3 gave %v", err)
+	}
+	out, _, err := run(t, p, "sh", "-c", "echo $$; hostname; ls /dev; (echo x >> /etc/resolv.conf) 2>/dev/null && echo writable; cat /proc/1/cmdline | tr '\\0' ' '")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"manifold", "null", "urandom", "pts", "shm"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "writable") {
+		t.Errorf("/etc/resolv.conf is writable:\n%s", out)
+	}
+}

@@ -1,0 +1,221 @@
+package layers
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ChangeOptions tune how a step's changes become layer entries.
+type ChangeOptions struct {
+	// Skip holds paths (relative, no leading slash) that the sandbox made
+	// as mount points: they are not changes of the step.
+	Skip map[string]bool
+	// IDs maps the owners found on disk back to the image's; nil keeps them.
+	IDs func(uid, gid int) (int, int)
+}
+
+// Changes lists what a step changed, from its overlayfs upper directory:
+// a 0/0 character device is a deletion and becomes a ".wh." entry, an
+// opaque directory gets a ".wh..wh..opq" entry, overlay xattrs are
+// dropped. A directory that was only copied up, unchanged, is left out.
+// The cost follows the size of upper, not of the root filesystem.
+func Changes(upper string, lowers []string, o ChangeOptions) ([]Entry, error) {
+	c := &changes{upper: upper, lowers: lowers, o: o}
+	return c.dir("")
+}
+
+type changes struct {
+	upper  string
+	lowers []string
+	o      ChangeOptions
+}
+
+func (c *changes) dir(rel string) ([]Entry, error) {
+	des, err := os.ReadDir(filepath.Join(c.upper, rel))
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, de := range des {
+		p := path.Join(rel, de.Name())
+		host := filepath.Join(c.upper, p)
+		fi, err := os.Lstat(host)
+		if err != nil {
+			return nil, err
+		}
+		if isWhiteout(fi) {
+			out = append(out, c.mapIDs(whiteout(path.Join(rel, whPrefix+de.Name()), fi)))
+			continue
+		}
+		if !fi.IsDir() {
+			if c.o.Skip[p] {
+				continue
+			}
+			e, err := EntryFor(host, p)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, c.mapIDs(e))
+			continue
+		}
+		sub, err := c.dir(p)
+		if err != nil {
+			return nil, err
+		}
+		opaque := isOpaque(host)
+		if len(sub) == 0 && !opaque && (c.o.Skip[p] || !c.dirChanged(p, fi)) {
+			continue
+		}
+		e, err := EntryFor(host, p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c.mapIDs(e))
+		if opaque {
+			out = append(out, c.mapIDs(whiteout(path.Join(p, whOpaque), fi)))
+		}
+		out = append(out, sub...)
+	}
+	return out, nil
+}
+
+// dirChanged tells whether a directory of upper is new or differs from the
+// lower one in type, mode or owner (not in times: a copy-up touches them).
+func (c *changes) dirChanged(p string, fi fs.FileInfo) bool {
+	for i := len(c.lowers) - 1; i >= 0; i-- {
+		lfi, err := os.Lstat(filepath.Join(c.lowers[i], p))
+		if err != nil {
+			continue
+		}
+		if isWhiteout(lfi) {
+			return true
+		}
+		return !sameMeta(fi, lfi)
+	}
+	return true
+}
+
+func (c *changes) mapIDs(e Entry) Entry {
+	if c.o.IDs != nil {
+		e.Uid, e.Gid = c.o.IDs(e.Uid, e.Gid)
+	}
+	return e
+}
+
+func sameMeta(a, b fs.FileInfo) bool {
+	sa, oka := a.Sys().(*syscall.Stat_t)
+	sb, okb := b.Sys().(*syscall.Stat_t)
+	return a.Mode() == b.Mode() && oka && okb && sa.Uid == sb.Uid && sa.Gid == sb.Gid
+}
+
+// isWhiteout tells whether fi is overlayfs's deletion mark: a 0/0 char device.
+func isWhiteout(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && fi.Mode()&fs.ModeCharDevice != 0 && st.Rdev == 0
+}
+
+// isOpaque tells whether an upper directory hides the lower ones' contents.
+func isOpaque(p string) bool {
+	buf := make([]byte, 8)
+	for _, attr := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
+		n, err := unix.Lgetxattr(p, attr, buf)
+		if err == nil && bytes.Equal(buf[:n], []byte("y")) {
+			return true
+		}
+	}
+	return false
+}
+
+func whiteout(name string, fi fs.FileInfo) Entry {
+	return Entry{Header: tar.Header{Name: name, Typeflag: tar.TypeReg, ModTime: fi.ModTime()}}
+}
+
+// Diff lists the changes from the tree old to the tree new by walking and
+// comparing both: the fallback where overlayfs cannot be mounted. A file
+// counts as changed when its type, mode, owner, size, mtime or link differ.
+func Diff(old, new string) ([]Entry, error) {
+	return diffDir(old, new, "")
+}
+
+func diffDir(old, new, rel string) ([]Entry, error) {
+	des, err := os.ReadDir(filepath.Join(new, rel))
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	seen := map[string]bool{}
+	for _, de := range des {
+		p := path.Join(rel, de.Name())
+		seen[de.Name()] = true
+		nfi, err := os.Lstat(filepath.Join(new, p))
+		if err != nil {
+			return nil, err
+		}
+		ofi, oerr := os.Lstat(filepath.Join(old, p))
+		if oerr != nil && !errors.Is(oerr, fs.ErrNotExist) {
+			return nil, oerr
+		}
+		var sub []Entry
+		if nfi.IsDir() {
+			if oerr == nil && !ofi.IsDir() {
+				// A directory replaces a file: everything below it is new.
+				sub, err = FromDir(filepath.Join(new, p), p)
+			} else {
+				sub, err = diffDir(old, new, p)
+			}
+			if err != nil {
+				return nil, err
+			}
+			if oerr == nil && ofi.IsDir() && len(sub) == 0 && sameMeta(nfi, ofi) {
+				continue
+			}
+		} else if oerr == nil && sameFile(filepath.Join(old, p), filepath.Join(new, p), ofi, nfi) {
+			continue
+		}
+		e, err := EntryFor(filepath.Join(new, p), p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+		out = append(out, sub...)
+	}
+	gone, err := os.ReadDir(filepath.Join(old, rel))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, de := range gone {
+		if !seen[de.Name()] {
+			fi, _ := de.Info()
+			out = append(out, Entry{Header: tar.Header{Name: path.Join(rel, whPrefix+de.Name()), Typeflag: tar.TypeReg, ModTime: modTime(fi)}})
+		}
+	}
+	return out, nil
+}
+
+func sameFile(oldPath, newPath string, a, b fs.FileInfo) bool {
+	if !sameMeta(a, b) || a.Size() != b.Size() || !a.ModTime().Equal(b.ModTime()) {
+		return false
+	}
+	if a.Mode()&fs.ModeSymlink != 0 {
+		la, _ := os.Readlink(oldPath)
+		lb, _ := os.Readlink(newPath)
+		return la == lb
+	}
+	return true
+}
+
+func modTime(fi fs.FileInfo) (t time.Time) {
+	if fi != nil {
+		return fi.ModTime()
+	}
+	return t
+}
