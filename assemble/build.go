@@ -71,6 +71,10 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Images read from registries keep the context they were opened with
+	// and are read again when the result is pushed: they get the build's,
+	// not the per-platform group's, which ends with Build.
+	b.openCtx = ctx
 	defer b.cleanup()
 	plats := o.Platforms
 	if len(plats) == 0 {
@@ -120,6 +124,7 @@ type builder struct {
 	sources map[string]*sourceCall
 	stages  map[string]*stageCall
 	baseSrc *registry.Source // the target stage's base, for index order and type
+	openCtx context.Context
 }
 
 func newBuilder(o Options) (*builder, error) {
@@ -208,7 +213,10 @@ func (b *builder) source(ctx context.Context, ref string) (*registry.Source, err
 		b.sources[ref] = c
 	}
 	b.mu.Unlock()
-	c.once.Do(func() { c.src, c.err = registry.Open(ctx, ref, b.o.Registry) })
+	c.once.Do(func() { c.src, c.err = registry.Open(b.openCtx, ref, b.o.Registry) })
+	if c.err == nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	return c.src, c.err
 }
 

@@ -28,9 +28,6 @@ type Runner interface {
 // run runs a RUN step: the command's changes become the step's layer, or
 // no layer when it changed nothing.
 func (s *state) run(ctx context.Context, in *Instruction) error {
-	if s.b.o.Runner == nil {
-		return errors.New("RUN needs a sandbox, and this build has none")
-	}
 	network, ok := in.Flags["network"]
 	if !ok {
 		network = s.b.o.Network
@@ -41,6 +38,9 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	case "none":
 	default:
 		return fmt.Errorf("RUN --network=%s is not supported (want none, host or default)", network)
+	}
+	if s.b.o.Runner == nil {
+		return errors.New("RUN needs a sandbox, and this build has none")
 	}
 	if err := s.materialize(ctx); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -89,7 +90,7 @@ func startCommand(cfg *initConfig) (*os.Process, error) {
 	if wd == "" {
 		wd = "/"
 	}
-	if err := os.MkdirAll(wd, 0o755); err != nil {
+	if err := mkdirOwned(wd, int(cred.Uid), int(cred.Gid)); err != nil {
 		return nil, fmt.Errorf("creating working directory %s: %w", wd, err)
 	}
 	env := cfg.Env
@@ -110,6 +111,27 @@ func startCommand(cfg *initConfig) (*os.Process, error) {
 		return nil, fmt.Errorf("starting %s: %w", cfg.Argv[0], err)
 	}
 	return proc, nil
+}
+
+// mkdirOwned makes dir and its missing parents, owned by the step's user,
+// as BuildKit makes a WORKDIR.
+func mkdirOwned(dir string, uid, gid int) error {
+	var missing []string
+	for d := filepath.Clean(dir); d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o755); err != nil && !os.IsExist(err) {
+			return err
+		}
+		if err := os.Lchown(missing[i], uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reap waits for the command, reaping every orphan on the way, and returns

@@ -106,6 +106,7 @@ func TestUnpackAppliesWhiteoutsOpaqueDirsAndLinks(t *testing.T) {
 		Entry{Header: tar.Header{Name: "a/hard", Typeflag: tar.TypeLink, Linkname: "a/x"}},
 		Entry{Header: tar.Header{Name: "s", Typeflag: tar.TypeSymlink, Linkname: "/a/y"}},
 		Entry{Header: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o4755}, Data: []byte("suid")},
+		Entry{Header: tar.Header{Name: "f-link", Typeflag: tar.TypeLink, Linkname: "f"}},
 		dir("gone", 0o755), file("gone/deep", "d"))
 	l2 := mkLayer(t, file("a/.wh.x", ""), file("b/.wh..wh..opq", ""), file("b/new", "new"), file(".wh.gone", ""),
 		file("s", "now a file"))

@@ -171,16 +171,17 @@ func (a *applier) mknod(name string, h *tar.Header) error {
 }
 
 func (a *applier) attributes(name string, h *tar.Header) error {
+	if h.Typeflag == tar.TypeLink {
+		return nil // a hard link shares its target's inode and attributes
+	}
 	if err := a.root.Lchown(name, h.Uid, h.Gid); err != nil && !a.unprivileged {
 		return err
 	}
 	if h.Typeflag == tar.TypeSymlink {
-		return nil
+		return a.symlinkTimes(name, h)
 	}
-	if h.Typeflag != tar.TypeLink {
-		if err := a.root.Chmod(name, h.FileInfo().Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
-			return err
-		}
+	if err := a.root.Chmod(name, h.FileInfo().Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		return err
 	}
 	if err := a.xattrs(name, h); err != nil {
 		return err
@@ -190,6 +191,18 @@ func (a *applier) attributes(name string, h *tar.Header) error {
 		return nil
 	}
 	return a.root.Chtimes(name, h.ModTime, h.ModTime)
+}
+
+// symlinkTimes sets a symlink's own times (os.Root has no Lchtimes).
+func (a *applier) symlinkTimes(name string, h *tar.Header) error {
+	dir, base := splitName(name)
+	d, err := a.root.Open(dirOrDot(dir))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	ts := unix.NsecToTimespec(h.ModTime.UnixNano())
+	return unix.UtimesNanoAt(int(d.Fd()), base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 func (a *applier) xattrs(name string, h *tar.Header) error {
