@@ -33,14 +33,14 @@ type Options struct {
 	// Rootfs caches unpacked bases; required when a step needs files.
 	Rootfs *layers.Cache
 	// WorkDir holds the build's scratch files (step dirs); default a temp dir.
-	WorkDir     string
-	Runner      Runner // runs RUN steps; nil: a RUN is an error
+	WorkDir string
+	Runner  Runner // runs RUN steps; nil: a RUN is an error
 	// WalkCapture captures RUN changes by comparing trees instead of with
 	// overlayfs (which is used, and falls back to this, by default).
 	WalkCapture bool
 	// Network is RUN's network when the step says none: "" (the host's) or
 	// "none".
-	Network string
+	Network     string
 	Compression layers.Compression
 	// DockerMediaTypes gives stages FROM scratch Docker's manifest and layer
 	// types instead of OCI's (BuildKit's oci-mediatypes=false). Stages on an

@@ -253,4 +253,3 @@ RUN cat /tools-arch /cross > /both
 		}
 	}
 }
-
