@@ -238,3 +238,34 @@ func writeArchive(t *testing.T, file string, files map[string]string) {
 		t.Fatal(err)
 	}
 }
+
+// A RUN that deletes a base file and replaces a base directory gives a layer
+// that real clients (skopeo copy, umoci unpack) apply to the expected tree.
+func TestRunWhiteoutsApplyInRealClients(t *testing.T) {
+	host, _ := registrytest.Distribution(t)
+	plats := []string{"linux/amd64", "linux/arm64"}
+	base := assembletest.Busybox(t, host+"/base/busybox:1", true, plats...)
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf(`FROM %s
+RUN rm /etc/group && rm -rf /usr/sbin && mkdir /usr/sbin && uname -m > /usr/sbin/only
+`, base)})
+	res := mustBuild(t, ctxDir, plats, withSandbox)
+	push(t, res, host+"/apps/wh:1")
+	oci := filepath.Join(t.TempDir(), "oci")
+	skopeo(t, "copy", "--all", "--src-tls-verify=false", "docker://"+host+"/apps/wh:1", "oci:"+oci+":wh")
+	for i, d := range copiedIndex(t, oci, "wh").Manifests {
+		root := umociUnpack(t, oci, d, fmt.Sprintf("p%d", i))
+		p := registry.Format(*d.Platform)
+		if _, err := os.Lstat(filepath.Join(root, "etc/group")); !os.IsNotExist(err) {
+			t.Errorf("%s: /etc/group survived its deletion (%v)", p, err)
+		}
+		checkFile(t, root, "etc/passwd", 0o644, 0, 0, "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n")
+		names, err := os.ReadDir(filepath.Join(root, "usr/sbin"))
+		if err != nil || len(names) != 1 || names[0].Name() != "only" {
+			t.Errorf("%s: /usr/sbin holds %v (%v), want just the new file", p, names, err)
+		}
+		checkFile(t, root, "usr/sbin/only", 0o644, 0, 0, unames[p]+"\n")
+		if _, err := os.Lstat(filepath.Join(root, "bin/busybox")); err != nil {
+			t.Errorf("%s: bin/busybox: %v", p, err)
+		}
+	}
+}

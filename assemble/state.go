@@ -44,7 +44,7 @@ type state struct {
 
 func newScratchState(b *builder, st *Stage, plat, target v1.Platform) *state {
 	cfg := &v1.ConfigFile{
-		OS: plat.OS, Architecture: plat.Architecture, Variant: variantArg(plat),
+		OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant,
 		RootFS: v1.RootFS{Type: "layers"},
 		Config: v1.Config{Env: []string{"PATH=" + defaultPath}},
 	}

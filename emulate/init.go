@@ -45,7 +45,25 @@ func Main() {
 	if len(os.Args) == 0 || os.Args[0] != initName {
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == remapArg {
+		os.Exit(awaitIDMap())
+	}
 	os.Exit(runInit())
+}
+
+// remapArg starts an init whose ID maps newuidmap writes after it started:
+// it waits for them, then executes itself again, because execve grants a
+// process its capabilities in the namespace only once its uid maps to root.
+const remapArg = "await-idmap"
+
+func awaitIDMap() int {
+	var b [1]byte
+	if n, err := unix.Read(3, b[:]); n != 1 || err != nil {
+		return 125
+	}
+	err := unix.Exec("/proc/self/exe", []string{initName}, []string{})
+	fmt.Fprintf(os.Stderr, "manifold sandbox: re-executing after the ID map: %v\n", err)
+	return 125
 }
 
 func runInit() int {

@@ -135,6 +135,9 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 	}
 	cmd := exec.CommandContext(ctx, self)
 	cmd.Args = []string{initName}
+	if ids.external {
+		cmd.Args = append(cmd.Args, remapArg)
+	}
 	cmd.Env = []string{}
 	cmd.ExtraFiles = []*os.File{cfgR, repW}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
@@ -150,7 +153,7 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 	if err != nil {
 		return nil, fmt.Errorf("starting sandbox: %w", err)
 	}
-	if err := ids.mapExternally(cmd.Process.Pid); err != nil {
+	if err := ids.mapExternally(cmd.Process.Pid, cfgW); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, err
@@ -249,7 +252,9 @@ func (p *idPlan) apply(a *syscall.SysProcAttr) {
 	a.GidMappingsEnableSetgroups = !p.setgroupsDenied
 }
 
-func (p *idPlan) mapExternally(pid int) error {
+// mapExternally writes the maps of the init's namespace with newuidmap and
+// newgidmap, then tells the init, which waits for it.
+func (p *idPlan) mapExternally(pid int, ready io.Writer) error {
 	if !p.external {
 		return nil
 	}
@@ -265,7 +270,8 @@ func (p *idPlan) mapExternally(pid int) error {
 			return fmt.Errorf("%s %v: %v: %s", m.tool, args, err, strings.TrimSpace(string(out)))
 		}
 	}
-	return nil
+	_, err := ready.Write([]byte{'\n'})
+	return err
 }
 
 func (p *idPlan) result() *IDMap {

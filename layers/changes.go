@@ -53,7 +53,7 @@ func (c *changes) dir(rel string) ([]Entry, error) {
 			return nil, err
 		}
 		if isWhiteout(fi) {
-			out = append(out, c.mapIDs(whiteout(path.Join(rel, whPrefix+de.Name()), fi)))
+			out = append(out, whiteout(path.Join(rel, whPrefix+de.Name()), fi))
 			continue
 		}
 		if !fi.IsDir() {
@@ -81,7 +81,7 @@ func (c *changes) dir(rel string) ([]Entry, error) {
 		}
 		out = append(out, c.mapIDs(e))
 		if opaque {
-			out = append(out, c.mapIDs(whiteout(path.Join(p, whOpaque), fi)))
+			out = append(out, whiteout(path.Join(p, whOpaque), fi))
 		}
 		out = append(out, sub...)
 	}

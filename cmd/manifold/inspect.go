@@ -115,7 +115,7 @@ func describeImage(out io.Writer, img v1.Image, desc *v1.Descriptor) error {
 	}
 	fmt.Fprintf(out, "%s:\n", registry.Format(p))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "  OS/Arch:\t%s/%s %s\n", cf.OS, cf.Architecture, cf.Variant)
+	fmt.Fprintf(tw, "  Platform:\t%s\n", strings.TrimSuffix(cf.OS+"/"+cf.Architecture+"/"+cf.Variant, "/"))
 	fmt.Fprintf(tw, "  Config:\t%s\n", m.Config.Digest)
 	fmt.Fprintf(tw, "  Layers:\t%d\n", len(m.Layers))
 	for i, l := range m.Layers {

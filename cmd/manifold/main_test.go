@@ -15,8 +15,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/manifold-build/manifold/emulate"
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
+
+func TestMain(m *testing.M) {
+	emulate.Main() // RUN steps re-execute the test binary as the sandbox's init
+	os.Exit(m.Run())
+}
 
 // manifold runs the command in-process with its own store and cache.
 func manifold(t *testing.T, args ...string) (code int, stdout, stderr string) {
