@@ -3,6 +3,7 @@ package assemble_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/emulate"
 	"github.com/manifold-build/manifold/layers"
 	"github.com/manifold-build/manifold/registry"
 	"github.com/manifold-build/manifold/registry/registrytest"
@@ -40,6 +42,28 @@ func BenchmarkNoRunBuildAndPush(b *testing.B) {
 			b.Fatal(err)
 		}
 		if _, err := registry.Push(context.Background(), res.Index, []name.Reference{tag}, registry.Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSeedExampleTwoPlatforms builds the seed example (a RUN step,
+// native on amd64, under qemu on arm64) with a warm base cache, as a second
+// build on a CI runner would, without pushing.
+func BenchmarkSeedExampleTwoPlatforms(b *testing.B) {
+	host, _ := registrytest.Memory(b)
+	base := assembletest.Busybox(b, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	plats := assembletest.Platforms(b, "linux/amd64", "linux/arm64")
+	cache := &layers.Cache{Dir: b.TempDir()}
+	ctxDir := filepath.Join(assembletest.RepoRoot(), "testdata", "examples", "curl-example")
+	for b.Loop() {
+		epoch := assembletest.Epoch
+		_, err := assemble.Build(context.Background(), assemble.Options{
+			Context: ctxDir, Platforms: plats, Epoch: &epoch, Rootfs: cache,
+			BuildArgs: map[string]string{"BASE": base.String()},
+			Runner:    &emulate.Sandbox{},
+		})
+		if err != nil {
 			b.Fatal(err)
 		}
 	}
