@@ -86,6 +86,9 @@ CMD ["ls", "/opt"]
 				if !slices.Equal(ds[:len(bds)], bds) || len(ds) != len(bds)+3 {
 					t.Errorf("%s: layers %v, want the base's %v and 3 new", registry.Format(*d.Platform), ds, bds)
 				}
+				if log.Mounts(bds[0]) == 0 {
+					t.Errorf("base layer %s was not mounted from the base's repository", bds[0])
+				}
 				// Only the top base layer, with /etc/passwd and /etc/group, is
 				// read, for --chown=app:staff.
 				for _, b := range bds[:len(bds)-1] {

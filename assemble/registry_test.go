@@ -3,6 +3,7 @@ package assemble_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -153,6 +154,26 @@ func TestScratchMediaTypes(t *testing.T) {
 		}
 		if got := [2]types.MediaType{mt, lt}; got != want {
 			t.Errorf("docker=%v: index and layer types %v, want %v", docker, got, want)
+		}
+	}
+}
+
+// COPY --from=<image> reads that image's variant for each platform.
+func TestCopyFromImagePicksEachPlatform(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM scratch\nCOPY --from=%s /bin/busybox /etc/passwd /from-image/\n", base)})
+	res := mustBuild(t, ctxDir, []string{"linux/amd64", "linux/arm64"}, nil)
+	machines := map[string]byte{"amd64": 0x3e, "arm64": 0xb7} // ELF e_machine
+	for _, pi := range res.Images {
+		ls, _ := pi.Image.Layers()
+		files := layerFiles(t, ls[0])
+		bb := files["from-image/busybox"]
+		if len(bb.Data) < 20 || bb.Data[18] != machines[pi.Platform.Architecture] || bb.Mode != 0o755 {
+			t.Errorf("%s: from-image/busybox is not this platform's busybox (mode %o)", pi.Platform.Architecture, bb.Mode)
+		}
+		if !strings.HasPrefix(files["from-image/passwd"].Data, "root:x:0:0") {
+			t.Errorf("%s: from-image/passwd = %q", pi.Platform.Architecture, files["from-image/passwd"].Data)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -85,16 +86,39 @@ func tarTree(w io.Writer, dir string) error {
 	return tw.Close()
 }
 
-// OpenLayout opens an OCI image layout (a directory) as a source; with
-// refName it picks the image that index.json names so, else the first.
-func OpenLayout(dir, refName string, r name.Reference) (*Source, error) {
+// layoutScheme marks a reference to an OCI image layout, as BuildKit writes
+// them: oci-layout://DIR[:TAG].
+const layoutScheme = "oci-layout://"
+
+// openLayout opens DIR[:TAG]: the manifest index.json names TAG (or a name
+// ending in :TAG), or with no TAG the only one there is.
+func openLayout(spec string) (*Source, error) {
+	dir, tag := spec, ""
+	if i := strings.LastIndexByte(spec, ':'); i > strings.LastIndexByte(spec, '/') {
+		dir, tag = spec[:i], spec[i+1:]
+	}
 	p, err := layout.FromPath(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("opening OCI layout %s: %w", dir, err)
 	}
-	src, ok, err := lookupLayout(p, r, refName)
+	if tag == "" {
+		ii, err := p.ImageIndex()
+		if err != nil {
+			return nil, err
+		}
+		m, err := ii.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		if len(m.Manifests) != 1 {
+			return nil, fmt.Errorf("OCI layout %s holds %d images: name one as oci-layout://%s:TAG", dir, len(m.Manifests), dir)
+		}
+	}
+	src, ok, err := lookupLayout(p, layoutScheme+spec, func(n string) bool {
+		return tag == "" || n == tag || strings.HasSuffix(n, ":"+tag)
+	})
 	if err == nil && !ok {
-		err = fmt.Errorf("%s holds no image named %q", dir, refName)
+		err = fmt.Errorf("OCI layout %s holds no image named %q", dir, tag)
 	}
 	return src, err
 }

@@ -168,3 +168,31 @@ func TestStorePutAndOpen(t *testing.T) {
 		t.Errorf("missing platform error %v, want one listing the platforms there are", err)
 	}
 }
+
+// A single-platform base serves only the platform its config names.
+func TestSinglePlatformSource(t *testing.T) {
+	img, err := random.Image(10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Variant = "linux", "arm64", "v8"
+	img, _ = mutate.ConfigFile(img, cf)
+	host := failing(t) // refuses only indexes
+	r, _ := name.ParseReference(host + "/one:1")
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	src, err := registry.Open(context.Background(), r.String(), registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := src.ForPlatform(v1.Platform{OS: "linux", Architecture: "arm64"}); err != nil {
+		t.Errorf("linux/arm64 of a linux/arm64/v8 image: %v", err)
+	}
+	_, _, err = src.ForPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})
+	if err == nil || !strings.Contains(err.Error(), "single-platform image for linux/arm64, not linux/amd64") {
+		t.Errorf("linux/amd64 of a linux/arm64 image: %v", err)
+	}
+}

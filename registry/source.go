@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -15,14 +14,17 @@ import (
 // Source is an image or image index that was looked up but not read: only
 // its top manifest has been fetched.
 type Source struct {
-	Ref   name.Reference
+	Name  string        // the full reference, or oci-layout://DIR[:TAG]
 	Index v1.ImageIndex // set for a multi-platform source
 	Image v1.Image      // set for a single-platform source
 }
 
-// Open looks ref up in the local store and then in its registry, reading
-// only the top manifest.
+// Open finds ref, reading only its top manifest: oci-layout://DIR[:TAG] in
+// an OCI image layout, else in the local store and then in its registry.
 func Open(ctx context.Context, ref string, o Options) (*Source, error) {
+	if dir, ok := strings.CutPrefix(ref, layoutScheme); ok {
+		return openLayout(dir)
+	}
 	r, err := o.ParseReference(ref)
 	if err != nil {
 		return nil, err
@@ -36,7 +38,7 @@ func Open(ctx context.Context, ref string, o Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolving %s: %w", ref, err)
 	}
-	src := &Source{Ref: r}
+	src := &Source{Name: r.Name()}
 	if desc.MediaType.IsIndex() {
 		src.Index, err = desc.ImageIndex()
 	} else {
@@ -92,7 +94,7 @@ func (s *Source) ForPlatform(p v1.Platform) (v1.Image, *v1.Descriptor, error) {
 		}
 		have := cf.Platform()
 		if have == nil || !Matches(p, *have) {
-			return nil, nil, fmt.Errorf("%s is a single-platform image for %s, not %s", s.Ref, formatPtr(have), Format(p))
+			return nil, nil, fmt.Errorf("%s is a single-platform image for %s, not %s", s.Name, formatPtr(have), Format(p))
 		}
 		d, err := partial.Descriptor(s.Image)
 		if err != nil {
@@ -110,13 +112,13 @@ func (s *Source) ForPlatform(p v1.Platform) (v1.Image, *v1.Descriptor, error) {
 		if Matches(p, *d.Platform) {
 			img, err := s.Index.Image(d.Digest)
 			if err != nil {
-				return nil, nil, fmt.Errorf("reading %s for %s: %w", s.Ref, Format(p), err)
+				return nil, nil, fmt.Errorf("reading %s for %s: %w", s.Name, Format(p), err)
 			}
 			return img, &d, nil
 		}
 		have = append(have, Format(*d.Platform))
 	}
-	return nil, nil, fmt.Errorf("%s has no variant for %s (it has %s)", s.Ref, Format(p), strings.Join(have, ", "))
+	return nil, nil, fmt.Errorf("%s has no variant for %s (it has %s)", s.Name, Format(p), strings.Join(have, ", "))
 }
 
 func formatPtr(p *v1.Platform) string {

@@ -73,10 +73,11 @@ func (s *Store) lookup(r name.Reference) (*Source, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return lookupLayout(p, r, r.Name())
+	return lookupLayout(p, r.Name(), func(n string) bool { return n == r.Name() })
 }
 
-func lookupLayout(p layout.Path, r name.Reference, refName string) (*Source, bool, error) {
+// lookupLayout finds the first manifest of a layout whose ref name matches.
+func lookupLayout(p layout.Path, srcName string, match func(string) bool) (*Source, bool, error) {
 	ii, err := p.ImageIndex()
 	if err != nil {
 		return nil, false, err
@@ -86,10 +87,10 @@ func lookupLayout(p layout.Path, r name.Reference, refName string) (*Source, boo
 		return nil, false, err
 	}
 	for _, d := range m.Manifests {
-		if refName != "" && d.Annotations[refNameAnnotation] != refName {
+		if !match(d.Annotations[refNameAnnotation]) {
 			continue
 		}
-		src := &Source{Ref: r}
+		src := &Source{Name: srcName}
 		if d.MediaType.IsIndex() {
 			src.Index, err = ii.ImageIndex(d.Digest)
 		} else {

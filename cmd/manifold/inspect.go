@@ -72,7 +72,7 @@ func describe(out io.Writer, src *registry.Source) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "Name:      %s\nMediaType: %s\nDigest:    %s\n", src.Ref.Name(), mt, h)
+	fmt.Fprintf(out, "Name:      %s\nMediaType: %s\nDigest:    %s\n", src.Name, mt, h)
 	if src.Index == nil {
 		fmt.Fprintln(out)
 		return describeImage(out, src.Image, nil)

@@ -218,3 +218,28 @@ func checkRunLayerOwners(t *testing.T, tag string) {
 		}
 	}
 }
+
+// manifold run and inspect read an OCI layout as well as a registry.
+func TestRunFromOCILayout(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	dir := filepath.Join(t.TempDir(), "layout")
+	code, _, stderr := manifold(t, "build", "--platform", "linux/amd64,linux/arm64", "--build-arg", "BASE="+base.String(),
+		"-t", "127.0.0.1:1/seed:1", "-o", "type=oci-layout,dest="+dir, seedDir)
+	if code != 0 {
+		t.Fatalf("build: exit %d\n%s", code, stderr)
+	}
+	for _, ref := range []string{"oci-layout://" + dir, "oci-layout://" + dir + ":1"} {
+		code, out, errOut := manifold(t, "run", "--platform", "linux/arm64", ref)
+		if code != 0 || out != "aarch64\n" {
+			t.Errorf("run %s: exit %d, printed %q (%s)", ref, code, out, errOut)
+		}
+	}
+	code, out, _ := manifold(t, "inspect", "oci-layout://"+dir)
+	if code != 0 || !strings.Contains(out, "linux/arm64") {
+		t.Errorf("inspect of the layout: exit %d\n%s", code, out)
+	}
+	if code, _, errOut := manifold(t, "run", "oci-layout://"+dir+":nope"); code != 1 || !strings.Contains(errOut, `no image named "nope"`) {
+		t.Errorf("run of a missing tag: exit %d, %s", code, errOut)
+	}
+}
