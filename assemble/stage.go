@@ -21,7 +21,7 @@ type stageCall struct {
 }
 
 func (b *builder) stage(ctx context.Context, st *Stage, target v1.Platform) (*state, error) {
-	key, err := b.stageKey(st, target, 0)
+	key, _, err := b.stageKey(st, target, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -37,30 +37,28 @@ func (b *builder) stage(ctx context.Context, st *Stage, target v1.Platform) (*st
 }
 
 // stageKey names a stage's result: the stage, the platform it runs on and,
-// when its outcome depends on it, the target platform.
-func (b *builder) stageKey(st *Stage, target v1.Platform, depth int) (string, error) {
+// when its outcome depends on it (dependent), the target platform.
+func (b *builder) stageKey(st *Stage, target v1.Platform, depth int) (key string, dependent bool, err error) {
 	if depth > len(b.df.Stages) {
-		return "", b.df.errorf(st.From, "stages refer to each other in a cycle")
+		return "", false, b.df.errorf(st.From, "stages refer to each other in a cycle")
 	}
-	plat, fromDeps, err := b.stagePlatform(st, target)
+	plat, dependent, err := b.stagePlatform(st, target)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	key := fmt.Sprintf("%d@%s", st.Index, registry.Format(plat))
-	dependent := fromDeps || usesTargetArgs(st)
+	dependent = dependent || usesTargetArgs(st)
 	for _, dep := range b.stageDeps(st) {
-		k, err := b.stageKey(dep, target, depth+1)
+		_, d, err := b.stageKey(dep, target, depth+1)
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
-		if strings.Contains(k, "/target=") {
-			dependent = true
-		}
+		dependent = dependent || d
 	}
+	key = fmt.Sprintf("%d@%s", st.Index, registry.Format(plat))
 	if dependent {
 		key += "/target=" + registry.Format(target)
 	}
-	return key, nil
+	return key, dependent, nil
 }
 
 // stagePlatform is the platform a stage runs on, and whether it was chosen by

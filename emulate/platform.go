@@ -3,7 +3,6 @@ package emulate
 import (
 	"fmt"
 	"runtime"
-	"strings"
 )
 
 // Platform is a Linux platform as OCI names it: GOARCH names, arm variants.
@@ -17,19 +16,6 @@ func (p Platform) String() string {
 		return "linux/" + p.Arch
 	}
 	return "linux/" + p.Arch + "/" + p.Variant
-}
-
-// ParsePlatform reads linux/ARCH[/VARIANT].
-func ParsePlatform(s string) (Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] != "linux" || parts[1] == "" {
-		return Platform{}, fmt.Errorf("invalid platform %q: want linux/arch[/variant]", s)
-	}
-	p := Platform{Arch: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
 }
 
 // emulator says how a platform's binaries run: its qemu name and the ELF

@@ -18,10 +18,6 @@ type Options struct {
 	Transport http.RoundTripper
 	// Store is the local store looked in before any registry; nil: none.
 	Store *Store
-	// Insecure allows plain HTTP to any registry (loopback always may).
-	Insecure bool
-	// Jobs bounds concurrent blob transfers; 0: ggcr's default.
-	Jobs int
 }
 
 func (o Options) remote(ctx context.Context) []remote.Option {
@@ -33,21 +29,11 @@ func (o Options) remote(ctx context.Context) []remote.Option {
 	if o.Transport != nil {
 		opts = append(opts, remote.WithTransport(o.Transport))
 	}
-	if o.Jobs > 0 {
-		opts = append(opts, remote.WithJobs(o.Jobs))
-	}
 	return opts
-}
-
-func (o Options) nameOpts() []name.Option {
-	if o.Insecure {
-		return []name.Option{name.Insecure}
-	}
-	return nil
 }
 
 // ParseReference parses an image reference as Docker does (docker.io and
 // library/ implied, :latest by default).
 func (o Options) ParseReference(ref string) (name.Reference, error) {
-	return name.ParseReference(ref, o.nameOpts()...)
+	return name.ParseReference(ref)
 }

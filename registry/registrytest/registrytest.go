@@ -93,19 +93,6 @@ func (l *Log) Uploads(digest string) int {
 	return l.uploads[digest]
 }
 
-// UploadedDigests lists every digest uploaded, with repeats.
-func (l *Log) UploadedDigests() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for d, n := range l.uploads {
-		for range n {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
 // Mounts counts cross-repository mount requests for this digest.
 func (l *Log) Mounts(digest string) int {
 	l.mu.Lock()
