@@ -124,6 +124,7 @@ type builder struct {
 	sources map[string]*sourceCall
 	stages  map[string]*stageCall
 	baseSrc *registry.Source // the target stage's base, for index order and type
+	catalog layers.Catalog   // which paths the layers read so far hold
 	openCtx context.Context
 }
 

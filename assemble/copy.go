@@ -51,7 +51,9 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 	c.toDir = strings.HasSuffix(dest, "/") || dest == "." || len(srcs) > 1
 	c.dest = s.resolve(dest)
 	if !c.toDir {
-		c.toDir = s.isDir(c.dest)
+		if c.toDir, err = s.isDir(ctx, c.dest); err != nil {
+			return err
+		}
 	}
 	for _, src := range srcs {
 		if c.add && (strings.Contains(src, "://") || strings.HasPrefix(src, "git@")) {
@@ -73,15 +75,27 @@ func (s *state) layerOptions() layers.Options {
 	return layers.Options{Compression: s.b.o.Compression, MediaType: layers.MediaTypeFor(s.mediaType, s.b.o.Compression)}
 }
 
-// isDir tells whether p is a directory in the stage, when the stage's files
-// are already at hand; without them, Docker's rule stands: a destination
-// without a trailing slash is a file.
-func (s *state) isDir(p string) bool {
-	if !s.unpacked() {
-		return false
+// isDir tells whether p is a directory in the stage (following symlinks),
+// as Docker decides where a destination without a trailing slash goes.
+// Without the stage's files at hand, it reads layers top-down until one
+// settles it: a trailing slash spares that.
+func (s *state) isDir(ctx context.Context, p string) (bool, error) {
+	if s.unpacked() {
+		fi, err := s.stat(p)
+		return err == nil && fi.IsDir(), nil
 	}
-	fi, err := s.stat(p)
-	return err == nil && fi.IsDir()
+	for hops := 0; hops < 16; hops++ {
+		h, err := s.b.catalog.Stat(ctx, s.layers, p)
+		if err != nil || h == nil || h.Typeflag != tar.TypeSymlink {
+			return h != nil && h.Typeflag == tar.TypeDir, err
+		}
+		target := h.Linkname
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(p), target)
+		}
+		p = target
+	}
+	return false, fmt.Errorf("%s: too many levels of symbolic links", p)
 }
 
 type copier struct {

@@ -38,7 +38,7 @@ func TestDistributionRoundTripWithSkopeoAndUmoci(t *testing.T) {
 			base := assembletest.Busybox(t, host+"/base/busybox:1", tc.docker, tc.platforms...)
 			ctxDir := writeContext(t, map[string]string{
 				"Dockerfile": fmt.Sprintf(`FROM %s
-COPY --chown=app:staff --chmod=0640 secret.txt /home/app/secret.txt
+COPY --chown=app:staff --chmod=0640 secret.txt /home/app/
 COPY tree/ /opt/tree/
 ADD archive.tar.gz /opt/unpacked/
 WORKDIR /opt

@@ -95,7 +95,7 @@ func TestChownByNameReadsOnlyTopLayers(t *testing.T) {
 	host, log := registrytest.Memory(t)
 	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
 	ctxDir := writeContext(t, map[string]string{
-		"Dockerfile": fmt.Sprintf("FROM %s\nCOPY --chown=app:staff hello.txt /home/app/\nCOPY --chown=daemon hello.txt /srv/d\n", base),
+		"Dockerfile": fmt.Sprintf("FROM %s\nCOPY --chown=app:staff hello.txt /home/app/\nCOPY --chown=daemon hello.txt /srv/\n", base),
 		"hello.txt":  "hello\n",
 	})
 	baseImg, err := remote.Image(base)
@@ -118,7 +118,7 @@ func TestChownByNameReadsOnlyTopLayers(t *testing.T) {
 	if f := layerFiles(t, ls[2])["home/app/hello.txt"]; f.UID != 1000 || f.GID != 50 {
 		t.Errorf("--chown=app:staff gave %d:%d, want 1000:50", f.UID, f.GID)
 	}
-	if f := layerFiles(t, ls[3])["srv/d"]; f.UID != 1 || f.GID != 1 {
+	if f := layerFiles(t, ls[3])["srv/hello.txt"]; f.UID != 1 || f.GID != 1 {
 		t.Errorf("--chown=daemon gave %d:%d, want 1:1", f.UID, f.GID)
 	}
 	if mt, _ := ls[2].MediaType(); mt != types.OCILayer {
@@ -175,5 +175,46 @@ func TestCopyFromImagePicksEachPlatform(t *testing.T) {
 		if !strings.HasPrefix(files["from-image/passwd"].Data, "root:x:0:0") {
 			t.Errorf("%s: from-image/passwd = %q", pi.Platform.Architecture, files["from-image/passwd"].Data)
 		}
+	}
+}
+
+// A destination without a trailing slash that is a directory in the base
+// (or a symlink to one) receives the file, as in Docker.
+func TestCopyIntoExistingDirectoryWithoutSlash(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nCOPY hello.txt /tmp\nCOPY hello.txt /srv/renamed.txt\n", base),
+		"hello.txt":  "hello\n",
+	})
+	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, nil)
+	ls, _ := res.Images[0].Image.Layers()
+	if _, ok := layerFiles(t, ls[2])["tmp/hello.txt"]; !ok {
+		t.Errorf("COPY hello.txt /tmp gave %v, want tmp/hello.txt", layerFiles(t, ls[2]))
+	}
+	if _, ok := layerFiles(t, ls[3])["srv/renamed.txt"]; !ok {
+		t.Errorf("COPY hello.txt /srv/renamed.txt gave %v", layerFiles(t, ls[3]))
+	}
+}
+
+// ONBUILD triggers of a base image run first in the stage built on it, and
+// are not passed on.
+func TestOnbuildTriggersRunInTheChild(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	parentCtx := writeContext(t, map[string]string{"Dockerfile": "FROM scratch\nONBUILD COPY hello.txt /onbuild/\nONBUILD LABEL triggered=yes\n"})
+	push(t, mustBuild(t, parentCtx, []string{"linux/amd64"}, nil), host+"/lib/parent:1")
+	childCtx := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s/lib/parent:1\nENV A=1\n", host),
+		"hello.txt":  "from the child's context\n",
+	})
+	res := mustBuild(t, childCtx, []string{"linux/amd64"}, nil)
+	img := res.Images[0].Image
+	ls, _ := img.Layers()
+	if len(ls) != 1 || layerFiles(t, ls[0])["onbuild/hello.txt"].Data != "from the child's context\n" {
+		t.Fatalf("child layers %d, want the trigger's COPY of the child's context", len(ls))
+	}
+	cf, _ := img.ConfigFile()
+	if cf.Config.Labels["triggered"] != "yes" || len(cf.Config.OnBuild) != 0 {
+		t.Errorf("labels %v onbuild %v; want the trigger's label and no triggers left", cf.Config.Labels, cf.Config.OnBuild)
 	}
 }

@@ -250,3 +250,29 @@ func TestDiffFindsAddedChangedAndDeleted(t *testing.T) {
 		t.Errorf("diff = %q, want %q", strings.Join(got, " "), want)
 	}
 }
+
+func TestCatalogStatSettlesFromTheTop(t *testing.T) {
+	var bottom, top int
+	ls := []v1.Layer{
+		countingLayer{mkLayer(t, dir("usr", 0o755), dir("usr/bin", 0o755), file("gone", "x")), &bottom},
+		countingLayer{mkLayer(t, dir("usr/bin", 0o755), Entry{Header: tar.Header{Name: "bin", Typeflag: tar.TypeSymlink, Linkname: "usr/bin"}}, file(".wh.gone", "")), &top},
+	}
+	cat := &Catalog{}
+	for name, want := range map[string]byte{"usr/bin": tar.TypeDir, "/bin": tar.TypeSymlink} {
+		h, err := cat.Stat(context.Background(), ls, name)
+		if err != nil || h == nil || h.Typeflag != want {
+			t.Errorf("Stat(%s) = %+v, %v; want type %c", name, h, err, want)
+		}
+	}
+	if bottom != 0 {
+		t.Errorf("the bottom layer was read %d times for paths the top one settles", bottom)
+	}
+	for _, name := range []string{"gone", "nowhere"} {
+		if h, err := cat.Stat(context.Background(), ls, name); h != nil || err != nil {
+			t.Errorf("Stat(%s) = %+v, %v; want nothing", name, h, err)
+		}
+	}
+	if top != 1 || bottom != 1 {
+		t.Errorf("layers read top=%d bottom=%d times, want once each", top, bottom)
+	}
+}

@@ -17,29 +17,43 @@ import (
 // hidden behind an opaque directory; lower layers are never fetched.
 // Symlinks are not followed. Absent files are missing from the result.
 func ReadFiles(ctx context.Context, ls []v1.Layer, names ...string) (map[string][]byte, error) {
+	found := map[string][]byte{}
+	err := scan(ctx, ls, names, func(h *tar.Header, r io.Reader) error {
+		if h.Typeflag != tar.TypeReg {
+			return nil
+		}
+		data, err := io.ReadAll(r)
+		found[h.Name] = data
+		return err
+	})
+	return found, err
+}
+
+// scan reads layers top-down until each of names is settled, and calls
+// found for those that are present, with the entry's contents.
+func scan(ctx context.Context, ls []v1.Layer, names []string, found func(*tar.Header, io.Reader) error) error {
 	want := map[string]bool{}
 	for _, n := range names {
 		c, err := cleanName(n)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		want[c] = true
 	}
-	found := map[string][]byte{}
 	for i := len(ls) - 1; i >= 0 && len(want) > 0; i-- {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		if err := scanLayer(ls[i], want, found); err != nil {
-			return nil, fmt.Errorf("reading layer %d: %w", i+1, err)
+			return fmt.Errorf("reading layer %d: %w", i+1, err)
 		}
 	}
-	return found, nil
+	return nil
 }
 
-// scanLayer settles the names in want that layer l decides, moving found
-// files into found and deleting settled names from want.
-func scanLayer(l v1.Layer, want map[string]bool, found map[string][]byte) error {
+// scanLayer settles the names in want that layer l decides, passing those
+// it holds to found and deleting settled names from want.
+func scanLayer(l v1.Layer, want map[string]bool, found func(*tar.Header, io.Reader) error) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return err
@@ -60,10 +74,9 @@ func scanLayer(l v1.Layer, want map[string]bool, found map[string][]byte) error 
 			return err
 		}
 		if want[n] {
-			if h.Typeflag == tar.TypeReg {
-				if found[n], err = io.ReadAll(tr); err != nil {
-					return err
-				}
+			h.Name = n
+			if err := found(h, tr); err != nil {
+				return err
 			}
 			delete(want, n) // present here, as a file or as something else
 			continue

@@ -1,0 +1,125 @@
+package layers
+
+import (
+	"archive/tar"
+	"context"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Catalog remembers which paths the layers it has read hold, so that path
+// lookups over many steps and platforms read each layer at most once, and
+// only the layers they need.
+type Catalog struct {
+	mu       sync.Mutex
+	listings map[v1.Hash]*listing
+}
+
+// listing is what one layer holds: its entries' headers and what it hides
+// of the layers below.
+type listing struct {
+	once    sync.Once
+	entries map[string]*tar.Header
+	gone    []string // paths deleted, with all below them
+	opaque  []string // directories whose lower contents are hidden
+	err     error
+}
+
+// Stat tells what the image whose layers are ls (bottom first) holds at
+// name: the entry's header (Name cleaned), or nil when nothing is there.
+// Layers are read from the top down only until one settles the question,
+// so a path that no layer has costs every layer once.
+func (c *Catalog) Stat(ctx context.Context, ls []v1.Layer, name string) (*tar.Header, error) {
+	name, err := cleanName(name)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(ls) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		lst, err := c.listing(ls[i])
+		if err != nil {
+			return nil, fmt.Errorf("reading layer %d: %w", i+1, err)
+		}
+		if h, ok := lst.entries[name]; ok {
+			return h, nil
+		}
+		if lst.hides(name) {
+			return nil, nil
+		}
+	}
+	return nil, nil
+}
+
+func (c *Catalog) listing(l v1.Layer) (*listing, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.listings == nil {
+		c.listings = map[v1.Hash]*listing{}
+	}
+	lst := c.listings[d]
+	if lst == nil {
+		lst = &listing{}
+		c.listings[d] = lst
+	}
+	c.mu.Unlock()
+	lst.once.Do(func() { lst.err = lst.read(l) })
+	return lst, lst.err
+}
+
+func (lst *listing) read(l v1.Layer) error {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	lst.entries = map[string]*tar.Header{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n, err := cleanName(h.Name)
+		if err != nil {
+			return err
+		}
+		dir, base := splitName(n)
+		switch {
+		case base == whOpaque:
+			lst.opaque = append(lst.opaque, dir)
+		case strings.HasPrefix(base, whPrefix):
+			lst.gone = append(lst.gone, path.Join(dir, strings.TrimPrefix(base, whPrefix)))
+		default:
+			h.Name = n
+			lst.entries[n] = h
+		}
+	}
+}
+
+// hides tells whether this layer removes name of the layers below.
+func (lst *listing) hides(name string) bool {
+	for _, g := range lst.gone {
+		if name == g || strings.HasPrefix(name, g+"/") {
+			return true
+		}
+	}
+	for _, d := range lst.opaque {
+		if d == "" || strings.HasPrefix(name, d+"/") {
+			return true
+		}
+	}
+	return false
+}
