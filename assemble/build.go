@@ -153,7 +153,11 @@ func newBuilder(o Options) (*builder, error) {
 		return nil, err
 	}
 	b.workDir = o.WorkDir
-	if b.workDir == "" {
+	if b.workDir != "" {
+		if err := os.MkdirAll(b.workDir, 0o755); err != nil {
+			return nil, err
+		}
+	} else {
 		if b.workDir, err = os.MkdirTemp("", "manifold-build-"); err != nil {
 			return nil, err
 		}

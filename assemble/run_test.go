@@ -253,3 +253,25 @@ RUN cat /tools-arch /cross > /both
 		}
 	}
 }
+
+// More RUN steps than one page of overlay options can name still build:
+// the stack goes to the kernel a directory at a time.
+func TestManyRunSteps(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
+	var df strings.Builder
+	fmt.Fprintf(&df, "FROM %s\n", base)
+	const steps = 80
+	for i := range steps {
+		fmt.Fprintf(&df, "RUN echo %d > /step-%02d\n", i, i)
+	}
+	fmt.Fprintf(&df, "RUN ls /step-* | wc -l > /count\n")
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": df.String()})
+	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, func(o *assemble.Options) {
+		withSandbox(o)
+		o.WorkDir = filepath.Join(t.TempDir(), strings.Repeat("long-directory-name-", 4))
+	})
+	if got := lastLayer(t, res.Images[0].Image)["count"].Data; got != fmt.Sprintf("%d\n", steps) {
+		t.Errorf("the last step saw %q files, want %d", got, steps)
+	}
+}

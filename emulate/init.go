@@ -2,6 +2,7 @@ package emulate
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,6 +37,7 @@ type initReport struct {
 	Stubs   []string `json:",omitempty"`
 	Started bool     `json:",omitempty"`
 	Error   string   `json:",omitempty"`
+	Overlay bool     `json:",omitempty"` // the error is overlayfs failing to mount
 }
 
 // Main runs the sandbox init when this process was started as one, and then
@@ -77,6 +79,11 @@ func runInit() int {
 		return fail("reading sandbox config: %v", err)
 	}
 	stubs, err := setupRoot(&cfg)
+	var oe *OverlayError
+	if errors.As(err, &oe) {
+		json.NewEncoder(report).Encode(initReport{Error: oe.Err.Error(), Overlay: true})
+		return 125
+	}
 	if err != nil {
 		return fail("%v", err)
 	}

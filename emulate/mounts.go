@@ -56,10 +56,52 @@ func mountRootfs(cfg *initConfig, root string) error {
 		lower[len(lower)-1-i] = d // overlayfs lists the top layer first
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,userxattr", strings.Join(lower, ":"), cfg.Upper, cfg.Work)
-	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+	err := unix.Mount("overlay", root, "overlay", 0, opts)
+	if len(opts) >= maxMountData {
+		// mount(2) takes one page of options: a long stack of layers goes
+		// in one directory at a time (Linux 6.8 and later).
+		err = mountOverlayStack(root, lower, cfg.Upper, cfg.Work)
+	}
+	if err != nil {
 		return &OverlayError{Err: err}
 	}
 	return nil
+}
+
+// maxMountData is how many bytes of options mount(2) reads.
+const maxMountData = 4095
+
+// mountOverlayStack mounts an overlay through the new mount API, adding
+// lower directories (top first) one by one with "lowerdir+".
+func mountOverlayStack(root string, lower []string, upper, work string) error {
+	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen: %w", err)
+	}
+	defer unix.Close(fd)
+	for _, l := range lower {
+		if err := unix.FsconfigSetString(fd, "lowerdir+", l); err != nil {
+			return fmt.Errorf("adding lower directory %s: %w", l, err)
+		}
+	}
+	if err := unix.FsconfigSetString(fd, "upperdir", upper); err != nil {
+		return err
+	}
+	if err := unix.FsconfigSetString(fd, "workdir", work); err != nil {
+		return err
+	}
+	if err := unix.FsconfigSetFlag(fd, "userxattr"); err != nil {
+		return err
+	}
+	if err := unix.FsconfigCreate(fd); err != nil {
+		return fmt.Errorf("creating the overlay: %w", err)
+	}
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fsmount: %w", err)
+	}
+	defer unix.Close(mfd)
+	return unix.MoveMount(mfd, "", unix.AT_FDCWD, root, unix.MOVE_MOUNT_F_EMPTY_PATH)
 }
 
 // OverlayError says overlayfs could not be mounted for a step.

@@ -173,6 +173,8 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 	switch {
 	case repErr != nil && repErr != io.EOF:
 		return nil, fmt.Errorf("sandbox init: %w (%v)", repErr, waitErr)
+	case report.Overlay:
+		return &report, &OverlayError{Err: errors.New(report.Error)}
 	case report.Error != "":
 		return &report, errors.New(report.Error)
 	case !report.Started:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,5 +91,46 @@ func TestExitStatusAndSandbox(t *testing.T) {
 	}
 	if strings.Contains(out, "writable") {
 		t.Errorf("/etc/resolv.conf is writable:\n%s", out)
+	}
+}
+
+// An overlay that cannot be mounted is reported as such, so that callers
+// can fall back to comparing trees.
+func TestOverlayFailureIsTyped(t *testing.T) {
+	up := t.TempDir()
+	_, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
+		Platform: emulate.Platform{Arch: "amd64"},
+		Lower:    []string{filepath.Join(up, "missing")},
+		Upper:    filepath.Join(up, "upper"), Work: filepath.Join(up, "work"),
+		Argv: []string{"true"},
+	})
+	var oe *emulate.OverlayError
+	if !errors.As(err, &oe) {
+		t.Errorf("error %v (%T), want an *emulate.OverlayError", err, err)
+	}
+}
+
+// A stack of layers longer than mount(2)'s one page of options mounts.
+func TestLongLayerStack(t *testing.T) {
+	lower := fixture(t, "amd64")
+	base := filepath.Join(t.TempDir(), strings.Repeat("a-long-directory-name-", 5))
+	for i := range 60 {
+		d := filepath.Join(base, fmt.Sprintf("layer-%02d", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, fmt.Sprintf("f%02d", i)), nil, 0o644)
+		lower = append(lower, d)
+	}
+	up := t.TempDir()
+	var out bytes.Buffer
+	_, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
+		Platform: emulate.Platform{Arch: "amd64"},
+		Lower:    lower, Upper: filepath.Join(up, "upper"), Work: filepath.Join(up, "work"),
+		Argv: []string{"sh", "-c", "ls / | grep -c '^f'"}, Env: []string{"PATH=/bin"},
+		Stdout: &out, Stderr: &out,
+	})
+	if err != nil || out.String() != "60\n" {
+		t.Errorf("run over %d layers: %v, printed %q; want 60 files", len(lower), err, out.String())
 	}
 }
