@@ -44,6 +44,7 @@ func BenchmarkNoRunBuildAndPush(b *testing.B) {
 		if _, err := registry.Push(context.Background(), res.Index, []name.Reference{tag}, registry.Options{}); err != nil {
 			b.Fatal(err)
 		}
+		res.Close()
 	}
 }
 
@@ -58,7 +59,7 @@ func BenchmarkSeedExampleTwoPlatforms(b *testing.B) {
 	ctxDir := filepath.Join(assembletest.RepoRoot(), "testdata", "examples", "curl-example")
 	for b.Loop() {
 		epoch := assembletest.Epoch
-		_, err := assemble.Build(context.Background(), assemble.Options{
+		res, err := assemble.Build(context.Background(), assemble.Options{
 			Context: ctxDir, Platforms: plats, Epoch: &epoch, Rootfs: cache,
 			BuildArgs: map[string]string{"BASE": base.String()},
 			Runner:    &emulate.Sandbox{},
@@ -66,5 +67,6 @@ func BenchmarkSeedExampleTwoPlatforms(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		res.Close()
 	}
 }

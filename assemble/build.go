@@ -53,10 +53,15 @@ type Options struct {
 }
 
 // Result is a finished build: an image per platform and the index of them.
+// Its new layers live in files until Close.
 type Result struct {
 	Index  v1.ImageIndex
 	Images []PlatformImage
+	dir    string
 }
+
+// Close removes the files of the result's new layers.
+func (r *Result) Close() error { return os.RemoveAll(r.dir) }
 
 // PlatformImage is one platform's image of a build.
 type PlatformImage struct {
@@ -76,6 +81,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	// not the per-platform group's, which ends with Build.
 	b.openCtx = ctx
 	defer b.cleanup()
+	res := &Result{}
+	if res.dir, err = os.MkdirTemp(o.WorkDir, "manifold-layers-"); err != nil {
+		return nil, err
+	}
+	b.layerDir = res.dir
 	plats := o.Platforms
 	if len(plats) == 0 {
 		plats = []v1.Platform{registry.Host()}
@@ -101,14 +111,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		})
 	}
 	if err := g.Wait(); err != nil {
+		res.Close()
 		return nil, err
 	}
 	b.orderLikeBase(imgs)
-	idx, err := b.index(imgs)
-	if err != nil {
+	if res.Index, err = b.index(imgs); err != nil {
+		res.Close()
 		return nil, err
 	}
-	return &Result{Index: idx, Images: imgs}, nil
+	res.Images = imgs
+	return res, nil
 }
 
 // builder holds what the platforms of one build share.
@@ -119,13 +131,14 @@ type builder struct {
 	workDir string
 	ownWork bool
 
-	outMu   sync.Mutex // serializes step output lines
-	mu      sync.Mutex
-	sources map[string]*sourceCall
-	stages  map[string]*stageCall
-	baseSrc *registry.Source // the target stage's base, for index order and type
-	catalog layers.Catalog   // which paths the layers read so far hold
-	openCtx context.Context
+	outMu    sync.Mutex // serializes step output lines
+	mu       sync.Mutex
+	sources  map[string]*sourceCall
+	stages   map[string]*stageCall
+	baseSrc  *registry.Source // the target stage's base, for index order and type
+	catalog  layers.Catalog   // which paths the layers read so far hold
+	openCtx  context.Context
+	layerDir string // where new layers' bytes go; the Result's
 }
 
 func newBuilder(o Options) (*builder, error) {

@@ -72,7 +72,7 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 }
 
 func (s *state) layerOptions() layers.Options {
-	return layers.Options{Compression: s.b.o.Compression, MediaType: layers.MediaTypeFor(s.mediaType, s.b.o.Compression)}
+	return layers.Options{Compression: s.b.o.Compression, MediaType: layers.MediaTypeFor(s.mediaType, s.b.o.Compression), Dir: s.b.layerDir}
 }
 
 // isDir tells whether p is a directory in the stage (following symlinks),

@@ -54,6 +54,13 @@ var allowedFlags = map[string][]string{
 	"healthcheck": {"interval", "timeout", "start-period", "retries"},
 }
 
+// laterFlags are BuildKit flags manifold does not support yet.
+var laterFlags = map[string][]string{
+	"run":  {"mount", "security", "device"},
+	"copy": {"parents", "exclude"},
+	"add":  {"checksum", "keep-git-dir", "exclude", "unpack"},
+}
+
 // Parse reads a Dockerfile. name is how errors will call it.
 func Parse(r io.Reader, name string) (*Dockerfile, error) {
 	src, err := io.ReadAll(r)
@@ -120,6 +127,9 @@ func convert(file string, node *parser.Node) (*Instruction, error) {
 	}
 	for _, f := range node.Flags {
 		k, v, _ := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+		if contains(laterFlags[in.Cmd], k) {
+			return nil, fail("%s --%s is not supported yet", strings.ToUpper(in.Cmd), k)
+		}
 		if !strings.HasPrefix(f, "--") || !contains(allowedFlags[in.Cmd], k) {
 			return nil, fail("unknown flag for %s: %s", strings.ToUpper(in.Cmd), f)
 		}

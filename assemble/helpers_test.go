@@ -57,6 +57,7 @@ func mustBuild(t *testing.T, ctxDir string, platforms []string, mod func(*assemb
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
+	t.Cleanup(func() { res.Close() })
 	return res
 }
 

@@ -2,11 +2,13 @@ package layers
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"hash"
 	"io"
+	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -22,9 +24,12 @@ const (
 	Zstd Compression = "zstd"
 )
 
-// Layer is a finished layer held in memory. It implements v1.Layer.
+// Layer is a finished layer, held in memory or in a file. It implements
+// v1.Layer.
 type Layer struct {
-	compressed []byte
+	compressed []byte // the bytes, when held in memory
+	file       string // the file holding them, otherwise
+	size       int64
 	digest     v1.Hash
 	diffID     v1.Hash
 	mediaType  types.MediaType
@@ -37,6 +42,9 @@ var _ v1.Layer = (*Layer)(nil)
 type Options struct {
 	Compression Compression     // default Gzip
 	MediaType   types.MediaType // default: the OCI type matching Compression
+	// Dir, when set, holds the compressed bytes in a file of its own
+	// instead of memory; the file lives as long as Dir.
+	Dir string
 }
 
 // New runs write against a tar writer and returns the finished layer. One pass:
@@ -44,8 +52,19 @@ type Options struct {
 // compressed stream feeds the digest hash and the buffer.
 func New(write func(*tar.Writer) error, opts Options) (*Layer, error) {
 	var buf bytes.Buffer
+	var out io.Writer = &buf
+	var f *os.File
+	if opts.Dir != "" {
+		var err error
+		if f, err = os.CreateTemp(opts.Dir, "layer-*.blob"); err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		out = bufio.NewWriterSize(f, 1<<20)
+	}
 	zsum := sha256.New()
-	zw, err := newCompressor(io.MultiWriter(&buf, zsum), opts.Compression)
+	counter := &countingWriter{w: out}
+	zw, err := newCompressor(io.MultiWriter(counter, zsum), opts.Compression)
 	if err != nil {
 		return nil, err
 	}
@@ -60,12 +79,27 @@ func New(write func(*tar.Writer) error, opts Options) (*Layer, error) {
 	if err := zw.Close(); err != nil {
 		return nil, fmt.Errorf("closing %s stream: %w", opts.compression(), err)
 	}
-	return &Layer{
-		compressed: buf.Bytes(),
-		digest:     hashOf(zsum),
-		diffID:     hashOf(sum),
-		mediaType:  opts.mediaType(),
-	}, nil
+	l := &Layer{size: counter.n, digest: hashOf(zsum), diffID: hashOf(sum), mediaType: opts.mediaType()}
+	if f == nil {
+		l.compressed = buf.Bytes()
+		return l, nil
+	}
+	if err := out.(*bufio.Writer).Flush(); err != nil {
+		return nil, err
+	}
+	l.file = f.Name()
+	return l, f.Close()
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }
 
 func (o Options) compression() Compression {
@@ -115,15 +149,22 @@ func hashOf(h hash.Hash) v1.Hash {
 
 func (l *Layer) Digest() (v1.Hash, error)            { return l.digest, nil }
 func (l *Layer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
-func (l *Layer) Size() (int64, error)                { return int64(len(l.compressed)), nil }
+func (l *Layer) Size() (int64, error)                { return l.size, nil }
 func (l *Layer) MediaType() (types.MediaType, error) { return l.mediaType, nil }
 
 func (l *Layer) Compressed() (io.ReadCloser, error) {
+	if l.file != "" {
+		return os.Open(l.file)
+	}
 	return io.NopCloser(bytes.NewReader(l.compressed)), nil
 }
 
 func (l *Layer) Uncompressed() (io.ReadCloser, error) {
-	return Decompress(io.NopCloser(bytes.NewReader(l.compressed)))
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	return Decompress(rc)
 }
 
 // Decompress wraps a gzip, zstd or plain stream so that it reads as plain

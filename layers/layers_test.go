@@ -276,3 +276,31 @@ func TestCatalogStatSettlesFromTheTop(t *testing.T) {
 		t.Errorf("layers read top=%d bottom=%d times, want once each", top, bottom)
 	}
 }
+
+func TestLayerInAFileMatchesOneInMemory(t *testing.T) {
+	es := []Entry{file("a", strings.Repeat("a", 1<<20)), file("b", "b")}
+	write := func(tw *tar.Writer) error { return Write(tw, es, nil) }
+	mem, err := New(write, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	disk, err := New(write, Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := mem.Digest()
+	dd, _ := disk.Digest()
+	ms, _ := mem.Size()
+	ds, _ := disk.Size()
+	if md != dd || ms != ds {
+		t.Errorf("file-backed layer %s (%d bytes), in memory %s (%d bytes)", dd, ds, md, ms)
+	}
+	got, err := ReadFiles(context.Background(), []v1.Layer{disk}, "b")
+	if err != nil || string(got["b"]) != "b" {
+		t.Errorf("reading back from the file: %q %v", got["b"], err)
+	}
+	if files, _ := os.ReadDir(dir); len(files) != 1 || disk.compressed != nil {
+		t.Errorf("the layer's bytes are not (only) in %s: %d files", dir, len(files))
+	}
+}

@@ -100,6 +100,7 @@ func BuildFixture(t testing.TB, docker bool, platforms ...string) *assemble.Resu
 	if err != nil {
 		t.Fatalf("building busybox fixture: %v", err)
 	}
+	t.Cleanup(func() { res.Close() })
 	return res
 }
 

@@ -60,6 +60,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer res.Close()
 	return dest.write(ctx, res, o.Registry, f.metadata, out, errOut)
 }
 
