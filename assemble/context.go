@@ -11,6 +11,8 @@ import (
 
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
+
+	"github.com/manifold-build/manifold/layers"
 )
 
 // contextDir is the build context: a directory and its .dockerignore.
@@ -128,7 +130,7 @@ func (sf *sourceFS) walk(rel string, fn func(p string, d fs.DirEntry) error) err
 
 // resolve follows symlinks in rel inside a root filesystem.
 func (sf *sourceFS) resolve(rel string) string {
-	hp, err := resolveIn(sf.root, rel)
+	hp, err := layers.Lookup([]string{sf.root}, rel)
 	if err != nil {
 		return rel
 	}

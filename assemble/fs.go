@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
-	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -52,52 +49,10 @@ func (s *state) stat(p string) (fs.FileInfo, error) {
 	return os.Stat(hp)
 }
 
-// hostPath finds where the stage path p lives on the host: in the topmost
-// directory of the stage that has it, symlinks resolved inside the stage.
+// hostPath finds where the stage path p lives on the host, in the stage's
+// stack of directories, as the overlay would show it.
 func (s *state) hostPath(p string) (string, error) {
-	for i := len(s.dirs) - 1; i >= 0; i-- {
-		hp, err := resolveIn(s.dirs[i], p)
-		if err != nil {
-			continue
-		}
-		if _, err := os.Lstat(hp); err == nil {
-			return hp, nil
-		}
-	}
-	return "", fs.ErrNotExist
-}
-
-// resolveIn joins p to root, following symlinks as if root were "/": no link
-// leads outside root.
-func resolveIn(root, p string) (string, error) {
-	parts := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
-	cur := "/"
-	for hops := 0; len(parts) > 0; {
-		part := parts[0]
-		parts = parts[1:]
-		if part == "" || part == "." {
-			continue
-		}
-		next := path.Join(cur, part)
-		fi, err := os.Lstat(filepath.Join(root, next))
-		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
-			cur = next
-			continue
-		}
-		if hops++; hops > 40 {
-			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
-		}
-		target, err := os.Readlink(filepath.Join(root, next))
-		if err != nil {
-			return "", err
-		}
-		if !path.IsAbs(target) {
-			target = path.Join(cur, target)
-		}
-		parts = append(strings.Split(strings.Trim(path.Clean(target), "/"), "/"), parts...)
-		cur = "/"
-	}
-	return filepath.Join(root, cur), nil
+	return layers.Lookup(s.dirs, p)
 }
 
 // rootfs returns one directory with all of the layers unpacked (cached by

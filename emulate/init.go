@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -101,6 +102,9 @@ func runInit() int {
 // startCommand resolves the user, the working directory and the program,
 // then starts the command.
 func startCommand(cfg *initConfig) (*os.Process, error) {
+	// personality(2) is per thread, and a child inherits its forking
+	// thread's: set it and fork on the same one.
+	runtime.LockOSThread()
 	if cfg.Personality != 0 {
 		if _, _, e := unix.RawSyscall(unix.SYS_PERSONALITY, uintptr(cfg.Personality), 0, 0); e != 0 {
 			return nil, fmt.Errorf("setting personality: %v", e)

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
 // mkLayer makes a layer from headers, in the order given (no sorting), so
@@ -302,5 +305,43 @@ func TestLayerInAFileMatchesOneInMemory(t *testing.T) {
 	}
 	if files, _ := os.ReadDir(dir); len(files) != 1 || disk.compressed != nil {
 		t.Errorf("the layer's bytes are not (only) in %s: %d files", dir, len(files))
+	}
+}
+
+func TestLookupFollowsTheOverlayView(t *testing.T) {
+	registrytest.Require(t, os.Geteuid() == 0, "root, to make whiteouts (0/0 character devices)")
+	low, mid, top := t.TempDir(), t.TempDir(), t.TempDir()
+	mk := func(root, name, data string) {
+		p := filepath.Join(root, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(data), 0o644)
+	}
+	mk(low, "usr/lib/a", "low a")
+	mk(low, "etc/passwd", "low passwd")
+	mk(low, "opq/old", "old")
+	os.Symlink("usr/lib", filepath.Join(low, "lib"))
+	mk(mid, "usr/lib/b", "mid b")
+	if err := unix.Mknod(filepath.Join(mid, "etc-gone"), unix.S_IFCHR, 0); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(top, "opq"), 0o755)
+	unix.Setxattr(filepath.Join(top, "opq"), "user.overlay.opaque", []byte("y"), 0)
+	mk(top, "opq/new", "new")
+	os.MkdirAll(filepath.Join(top, "etc"), 0o755)
+	if err := unix.Mknod(filepath.Join(top, "etc/passwd"), unix.S_IFCHR, 0); err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{low, mid, top}
+	for p, want := range map[string]string{"/lib/a": "low a", "/lib/b": "mid b", "opq/new": "new"} {
+		host, err := Lookup(dirs, p)
+		data, _ := os.ReadFile(host)
+		if err != nil || string(data) != want {
+			t.Errorf("Lookup(%s) = %s (%q), %v; want %q", p, host, data, err, want)
+		}
+	}
+	for _, p := range []string{"etc/passwd", "opq/old", "nowhere/x"} {
+		if host, err := Lookup(dirs, p); err == nil {
+			t.Errorf("Lookup(%s) = %s, want not found", p, host)
+		}
 	}
 }

@@ -180,7 +180,11 @@ func (a *applier) attributes(name string, h *tar.Header) error {
 	if h.Typeflag == tar.TypeSymlink {
 		return a.symlinkTimes(name, h)
 	}
-	if err := a.root.Chmod(name, h.FileInfo().Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+	mode := h.FileInfo().Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+	if a.unprivileged && h.Typeflag == tar.TypeDir {
+		mode |= 0o700 // without root, a read-only directory could not be filled
+	}
+	if err := a.root.Chmod(name, mode); err != nil {
 		return err
 	}
 	if err := a.xattrs(name, h); err != nil {

@@ -1,0 +1,89 @@
+package layers
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Lookup finds where the path p of a stack of overlay-format directories
+// (bottom first, as overlayfs's lower layers: whiteouts are 0/0 character
+// devices, opaque directories carry an overlay.opaque xattr) lives on the
+// host, following symlinks inside the stack as overlayfs would show them.
+func Lookup(dirs []string, p string) (string, error) {
+	parts := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
+	cur := ""
+	for hops := 0; len(parts) > 0; {
+		part := parts[0]
+		parts = parts[1:]
+		if part == "" || part == "." {
+			continue
+		}
+		next := path.Join(cur, part)
+		host, fi, err := find(dirs, next)
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			if len(parts) == 0 {
+				return host, nil
+			}
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target, err := os.Readlink(host)
+		if err != nil {
+			return "", err
+		}
+		if !path.IsAbs(target) {
+			target = path.Join("/", cur, target)
+		}
+		parts = append(strings.Split(strings.Trim(path.Clean(target), "/"), "/"), parts...)
+		cur = ""
+	}
+	return filepath.Join(dirs[len(dirs)-1], cur), nil // the root itself
+}
+
+// find returns the topmost directory's copy of rel, stopping at whiteouts
+// and opaque directories.
+func find(dirs []string, rel string) (string, fs.FileInfo, error) {
+	for i := len(dirs) - 1; i >= 0; i-- {
+		host := filepath.Join(dirs[i], rel)
+		fi, err := os.Lstat(host)
+		switch {
+		case err == nil && isWhiteout(fi):
+			return "", nil, fs.ErrNotExist
+		case err == nil:
+			return host, fi, nil
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return "", nil, err
+		}
+		if hiddenBelow(dirs[i], rel) {
+			break
+		}
+	}
+	return "", nil, fs.ErrNotExist
+}
+
+// hiddenBelow tells whether dir hides rel of the directories under it: an
+// ancestor of rel is opaque or a whiteout there.
+func hiddenBelow(dir, rel string) bool {
+	for d := path.Dir(rel); d != "." && d != "/"; d = path.Dir(d) {
+		fi, err := os.Lstat(filepath.Join(dir, d))
+		if err != nil {
+			continue
+		}
+		if isWhiteout(fi) || (fi.IsDir() && isOpaque(filepath.Join(dir, d))) {
+			return true
+		}
+	}
+	return false
+}
