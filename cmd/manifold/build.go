@@ -61,7 +61,11 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 		return err
 	}
 	defer res.Close()
-	return dest.write(ctx, res, o.Registry, f.metadata, out, errOut)
+	status := errOut
+	if f.progress == "quiet" {
+		status = io.Discard
+	}
+	return dest.write(ctx, res, o.Registry, f.metadata, out, status)
 }
 
 func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Options, *destination, error) {
