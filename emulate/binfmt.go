@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -103,6 +104,10 @@ func flagsHave(entry string, flag rune) bool {
 	return false
 }
 
+// registrations numbers host registrations, so that parallel steps of one
+// process register under different names.
+var registrations atomic.Int64
+
 // hostRegister registers emu in the host's binfmt_misc under a name of its
 // own and returns a function that removes it. Root only.
 func hostRegister(emu emulator, interp string) (func(), error) {
@@ -111,7 +116,7 @@ func hostRegister(emu emulator, interp string) (func(), error) {
 			return nil, fmt.Errorf("mounting host binfmt_misc: %w", err)
 		}
 	}
-	name := fmt.Sprintf("manifold-%d-%s", os.Getpid(), emu.qemu)
+	name := fmt.Sprintf("manifold-%d-%d-%s", os.Getpid(), registrations.Add(1), emu.qemu)
 	if err := os.WriteFile(filepath.Join(binfmtDir, "register"), []byte(registration(name, emu, interp)), 0); err != nil {
 		return nil, fmt.Errorf("registering %s in the host's binfmt_misc: %w", name, err)
 	}

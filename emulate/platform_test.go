@@ -59,3 +59,42 @@ func TestPlanNativeAndEmulated(t *testing.T) {
 		t.Error("sparc64 planned, want an error")
 	}
 }
+
+// With HostBinfmt, root registers qemu in the host's binfmt_misc for the
+// step and removes it afterwards.
+func TestHostBinfmtRegistration(t *testing.T) {
+	registrytest.Require(t, os.Geteuid() == 0, "root, to register in the host's binfmt_misc")
+	emu := emulators["arm64"]
+	if name, ok := hostHandler(emu); ok {
+		p := filepath.Join(binfmtDir, name)
+		os.WriteFile(p, []byte("0"), 0) // off for the test, so that one is registered
+		defer os.WriteFile(p, []byte("1"), 0)
+	}
+	lower := []string{filepath.Join(fixtureDir(t), "arm64", "main"), filepath.Join(fixtureDir(t), "arm64", "etc")}
+	up := t.TempDir()
+	var out strings.Builder
+	_, err := (&Sandbox{HostBinfmt: true}).Run(context.Background(), Spec{
+		Platform: Platform{Arch: "arm64"}, Lower: lower,
+		Upper: filepath.Join(up, "u"), Work: filepath.Join(up, "w"),
+		Argv: []string{"uname", "-m"}, Env: []string{"PATH=/bin"}, Stdout: &out, Stderr: &out,
+	})
+	if err != nil || out.String() != "aarch64\n" {
+		t.Fatalf("uname -m under a host registration: %v, %q", err, out.String())
+	}
+	entries, _ := os.ReadDir(binfmtDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "manifold-") {
+			t.Errorf("host registration %s left behind", e.Name())
+		}
+	}
+}
+
+func fixtureDir(t *testing.T) string {
+	dir := os.Getenv("MANIFOLD_FIXTURES")
+	if dir == "" {
+		dir = "/var/cache/manifold-fixtures"
+	}
+	_, err := os.Stat(filepath.Join(dir, "arm64", "main", "bin", "busybox"))
+	registrytest.Require(t, err == nil, "busybox fixture in %s", dir)
+	return dir
+}

@@ -20,9 +20,11 @@ import (
 type Sandbox struct {
 	// QemuDir holds the qemu-*-static binaries; default: found on PATH.
 	QemuDir string
-	// HostBinfmt allows registering qemu in the host's binfmt_misc (root
-	// only, removed afterwards) when the kernel has no private instances and
-	// no host handler serves the platform.
+	// HostBinfmt uses the host's binfmt_misc instead of a private instance:
+	// a handler (with flag F) that already serves the platform, or else one
+	// that manifold registers for the step, as root, and removes afterwards.
+	// Without it, the host's handlers are the fallback for kernels older
+	// than 6.7, and nothing is registered on the host.
 	HostBinfmt bool
 	// Self is the binary to re-execute as the sandbox's init; it must call
 	// emulate.Main first thing. Default /proc/self/exe.
@@ -95,7 +97,7 @@ func (s *Sandbox) prepare(spec Spec) (*initConfig, *Result, func(), error) {
 	}
 	res.Emulator = interp
 	switch {
-	case privateBinfmt():
+	case !s.HostBinfmt && privateBinfmt():
 		cfg.Binfmt = registration("qemu-"+ex.emu.qemu, ex.emu, interp)
 		return cfg, res, nop, nil
 	case hasHostHandler(ex.emu):
@@ -106,9 +108,11 @@ func (s *Sandbox) prepare(spec Spec) (*initConfig, *Result, func(), error) {
 			return nil, nil, nop, err
 		}
 		return cfg, res, remove, nil
+	case s.HostBinfmt:
+		return nil, nil, nop, fmt.Errorf("running %s: no host binfmt_misc handler serves it, and registering one takes root", spec.Platform)
 	}
-	return nil, nil, nop, fmt.Errorf("running %s needs binfmt_misc: this kernel has no private instances (Linux 6.7+), "+
-		"no host handler with flag F serves it, and host registration was not allowed (it takes root and --binfmt=host)", spec.Platform)
+	return nil, nil, nop, fmt.Errorf("running %s needs binfmt_misc: this kernel has no private instances (Linux 6.7+) "+
+		"and no host handler with flag F serves it; as root, --binfmt=host registers one for the build", spec.Platform)
 }
 
 func hasHostHandler(emu emulator) bool {

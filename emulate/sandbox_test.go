@@ -134,3 +134,17 @@ func TestLongLayerStack(t *testing.T) {
 		t.Errorf("run over %d layers: %v, printed %q; want 60 files", len(lower), err, out.String())
 	}
 }
+
+// Every process of a step ends with it, even one left in the background.
+func TestBackgroundProcessesEndWithTheStep(t *testing.T) {
+	out, _, err := run(t, emulate.Platform{Arch: "amd64"}, "sh", "-c", "sleep 271828 & echo started")
+	if err != nil || out != "started\n" {
+		t.Fatalf("run: %v, %q", err, out)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if data, _ := os.ReadFile(p); strings.Contains(string(data), "271828") {
+			t.Errorf("a process of the step is still running: %s %q", p, data)
+		}
+	}
+}

@@ -24,7 +24,7 @@ type sandboxFlags struct {
 
 func (s *sandboxFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&s.qemuDir, "qemu-dir", "", "directory of the qemu-*-static binaries (default: found on PATH)")
-	fs.StringVar(&s.binfmt, "binfmt", "private", "how foreign binaries reach qemu: private (a binfmt_misc instance per step, Linux 6.7+) or host (may also register in the host's binfmt_misc, as root, removed afterwards)")
+	fs.StringVar(&s.binfmt, "binfmt", "private", "how foreign binaries reach qemu: private (a binfmt_misc instance per step, Linux 6.7+; older kernels use a host handler) or host (the host's handler, or as root one registered for the build and removed afterwards)")
 }
 
 func (s *sandboxFlags) sandbox() (*emulate.Sandbox, error) {
