@@ -142,6 +142,10 @@ type builder struct {
 }
 
 func newBuilder(o Options) (*builder, error) {
+	cd, err := openContext(o.Context)
+	if err != nil {
+		return nil, err
+	}
 	if o.Dockerfile == "" {
 		o.Dockerfile = filepath.Join(o.Context, "Dockerfile")
 	}
@@ -151,10 +155,6 @@ func newBuilder(o Options) (*builder, error) {
 	}
 	defer f.Close()
 	df, err := Parse(f, filepath.Base(o.Dockerfile))
-	if err != nil {
-		return nil, err
-	}
-	cd, err := openContext(o.Context)
 	if err != nil {
 		return nil, err
 	}

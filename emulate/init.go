@@ -89,6 +89,13 @@ func runInit() int {
 		return fail("%v", err)
 	}
 	proc, err := startCommand(&cfg)
+	var nf notFound
+	if errors.As(err, &nf) {
+		// As a shell says it: on the step's stderr, with status 127.
+		json.NewEncoder(report).Encode(initReport{Stubs: stubs, Started: true})
+		fmt.Fprintf(os.Stderr, "%v\n", err)
+		return 127
+	}
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -186,9 +193,17 @@ func reap(main int) int {
 	}
 }
 
+// notFound is a command that is not there to run.
+type notFound struct{ prog string }
+
+func (e notFound) Error() string { return fmt.Sprintf("exec %s: executable file not found in $PATH", e.prog) }
+
 // lookPath finds a program on the PATH of the command's environment.
 func lookPath(prog string, env []string) (string, error) {
 	if strings.Contains(prog, "/") {
+		if _, err := os.Stat(prog); err != nil {
+			return "", notFound{prog}
+		}
 		return prog, nil
 	}
 	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -206,7 +221,7 @@ func lookPath(prog string, env []string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%s: executable file not found in $PATH", prog)
+	return "", notFound{prog}
 }
 
 func hasEnv(env []string, k string) bool {

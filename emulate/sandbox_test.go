@@ -148,3 +148,11 @@ func TestBackgroundProcessesEndWithTheStep(t *testing.T) {
 		}
 	}
 }
+
+func TestMissingProgramExits127(t *testing.T) {
+	out, _, err := run(t, emulate.Platform{Arch: "arm64"}, "no-such-program")
+	var ee *emulate.ExitError
+	if !errors.As(err, &ee) || ee.Code != 127 || !strings.Contains(out, "no-such-program: executable file not found") {
+		t.Errorf("got %v, output %q; want exit status 127 and a message", err, out)
+	}
+}
