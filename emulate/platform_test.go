@@ -64,6 +64,7 @@ func TestPlanNativeAndEmulated(t *testing.T) {
 // step and removes it afterwards.
 func TestHostBinfmtRegistration(t *testing.T) {
 	registrytest.Require(t, os.Geteuid() == 0, "root, to register in the host's binfmt_misc")
+	registrytest.LockHost(t, "binfmt")
 	emu := emulators["arm64"]
 	if name, ok := hostHandler(emu); ok {
 		p := filepath.Join(binfmtDir, name)

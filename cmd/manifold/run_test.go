@@ -87,6 +87,7 @@ func TestFailingRunLeavesTagsAlone(t *testing.T) {
 // with an /etc/subuid range (newuidmap maps it), once for one without.
 func TestRootlessBuildLeavesHostBinfmtAlone(t *testing.T) {
 	registrytest.Require(t, os.Geteuid() == 0, "root, to create the unprivileged users")
+	registrytest.LockHost(t, "binfmt")
 	restore := disableHostQemu(t)
 	defer restore()
 	before := hostBinfmt(t)
