@@ -207,6 +207,8 @@ func (df *Dockerfile) stageByName(n string) *Stage {
 
 func (b *builder) progress(p v1.Platform, format string, a ...any) {
 	if b.o.Progress != nil {
+		b.outMu.Lock()
+		defer b.outMu.Unlock()
 		fmt.Fprintf(b.o.Progress, "[%s] %s\n", registry.Format(p), fmt.Sprintf(format, a...))
 	}
 }

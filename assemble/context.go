@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
@@ -18,6 +19,7 @@ import (
 // contextDir is the build context: a directory and its .dockerignore.
 type contextDir struct {
 	root   string
+	mu     sync.Mutex                     // the matcher compiles lazily: one caller at a time
 	ignore *patternmatcher.PatternMatcher // nil: nothing ignored
 }
 
@@ -53,6 +55,8 @@ func (cd *contextDir) ignored(rel string) bool {
 	if cd.ignore == nil || rel == "." {
 		return false
 	}
+	cd.mu.Lock()
+	defer cd.mu.Unlock()
 	ok, err := cd.ignore.MatchesOrParentMatches(rel)
 	return err == nil && ok
 }

@@ -196,7 +196,9 @@ func reap(main int) int {
 // notFound is a command that is not there to run.
 type notFound struct{ prog string }
 
-func (e notFound) Error() string { return fmt.Sprintf("exec %s: executable file not found in $PATH", e.prog) }
+func (e notFound) Error() string {
+	return fmt.Sprintf("exec %s: executable file not found in $PATH", e.prog)
+}
 
 // lookPath finds a program on the PATH of the command's environment.
 func lookPath(prog string, env []string) (string, error) {
