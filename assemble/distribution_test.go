@@ -266,7 +266,7 @@ RUN rm /etc/group && rm -rf /usr/sbin && mkdir /usr/sbin && uname -m > /usr/sbin
 		if err != nil || len(names) != 1 || names[0].Name() != "only" {
 			t.Errorf("%s: /usr/sbin holds %v (%v), want just the new file", p, names, err)
 		}
-		checkFile(t, root, "usr/sbin/only", 0o644, 0, 0, unames[p]+"\n")
+		checkFile(t, root, "usr/sbin/only", 0o644, 0, 0, assembletest.Unames[p]+"\n")
 		if _, err := os.Lstat(filepath.Join(root, "bin/busybox")); err != nil {
 			t.Errorf("%s: bin/busybox: %v", p, err)
 		}

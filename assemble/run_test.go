@@ -21,10 +21,6 @@ import (
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
-var unames = map[string]string{
-	"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm/v7": "armv7l",
-	"linux/ppc64le": "ppc64le", "linux/s390x": "s390x", "linux/386": "i686",
-}
 
 // withSandbox runs RUN steps in the real sandbox.
 func withSandbox(o *assemble.Options) { o.Runner = &emulate.Sandbox{} }
@@ -55,8 +51,8 @@ func TestSeedExampleOnSixPlatforms(t *testing.T) {
 	for _, pi := range res.Images {
 		p := registry.Format(pi.Platform)
 		files := lastLayer(t, pi.Image)
-		if got := files["arch"].Data; got != unames[p]+"\n" {
-			t.Errorf("%s: /arch in the RUN layer holds %q, want %q", p, got, unames[p]+"\n")
+		if got := files["arch"].Data; got != assembletest.Unames[p]+"\n" {
+			t.Errorf("%s: /arch in the RUN layer holds %q, want %q", p, got, assembletest.Unames[p]+"\n")
 		}
 		for _, wh := range []string{"etc/.wh.group", "root/.wh..wh..opq", "root/.made-by-run"} {
 			if _, ok := files[wh]; !ok {

@@ -25,6 +25,12 @@ import (
 // AllPlatforms are the platforms of the busybox fixture, in its index order.
 var AllPlatforms = []string{"linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "linux/s390x", "linux/386"}
 
+// Unames are what uname -m prints on each of AllPlatforms.
+var Unames = map[string]string{
+	"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm/v7": "armv7l",
+	"linux/ppc64le": "ppc64le", "linux/s390x": "s390x", "linux/386": "i686",
+}
+
 // Epoch is the SOURCE_DATE_EPOCH of fixture builds, so their digests hold.
 var Epoch = time.Unix(1700000000, 0).UTC()
 

@@ -18,10 +18,6 @@ import (
 
 var seedDir = filepath.Join(assembletest.RepoRoot(), "testdata", "examples", "curl-example")
 
-var unames = map[string]string{
-	"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm/v7": "armv7l",
-	"linux/ppc64le": "ppc64le", "linux/s390x": "s390x", "linux/386": "i686",
-}
 
 // The seed example end to end against the real registry: built and pushed
 // for six platforms in one call, then run on each: manifold run prints what
@@ -40,8 +36,8 @@ func TestSeedExamplePushedThenRunOnEachPlatform(t *testing.T) {
 	}
 	for _, p := range assembletest.AllPlatforms {
 		code, out, errOut := manifold(t, "run", "--platform", p, tag)
-		if code != 0 || out != unames[p]+"\n" {
-			t.Errorf("run --platform %s %s (its CMD cat /arch): exit %d, printed %q (%s); want %q", p, tag, code, out, errOut, unames[p])
+		if code != 0 || out != assembletest.Unames[p]+"\n" {
+			t.Errorf("run --platform %s %s (its CMD cat /arch): exit %d, printed %q (%s); want %q", p, tag, code, out, errOut, assembletest.Unames[p])
 		}
 	}
 	code, out, _ := manifold(t, "run", "--platform", "linux/arm64", tag, "uname", "-m")
