@@ -21,7 +21,6 @@ import (
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
-
 // withSandbox runs RUN steps in the real sandbox.
 func withSandbox(o *assemble.Options) { o.Runner = &emulate.Sandbox{} }
 

@@ -18,7 +18,6 @@ import (
 
 var seedDir = filepath.Join(assembletest.RepoRoot(), "testdata", "examples", "curl-example")
 
-
 // The seed example end to end against the real registry: built and pushed
 // for six platforms in one call, then run on each: manifold run prints what
 // docker run --platform would.
