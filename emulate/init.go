@@ -45,27 +45,33 @@ type initReport struct {
 // exits; otherwise it returns at once. Every binary that uses a Sandbox
 // calls it first thing in main (and in TestMain).
 func Main() {
-	if len(os.Args) == 0 || os.Args[0] != initName {
+	if len(os.Args) == 0 {
 		return
 	}
-	if len(os.Args) > 1 && os.Args[1] == remapArg {
-		os.Exit(awaitIDMap())
+	switch os.Args[0] {
+	case awaitName:
+		os.Exit(awaitIDMap(os.Args[1:]))
+	case initName:
+		os.Exit(runInit())
 	}
-	os.Exit(runInit())
 }
 
-// remapArg starts an init whose ID maps newuidmap writes after it started:
-// it waits for them, then executes itself again, because execve grants a
-// process its capabilities in the namespace only once its uid maps to root.
-const remapArg = "await-idmap"
+// awaitName starts a process in a user namespace whose ID maps newuidmap
+// writes after it started: it waits for them, then executes argv, because
+// execve grants a process its capabilities in the namespace only once its
+// uid maps to root there.
+const awaitName = "manifold-await-idmap"
 
-func awaitIDMap() int {
+func awaitIDMap(argv []string) int {
 	var b [1]byte
 	if n, err := unix.Read(3, b[:]); n != 1 || err != nil {
 		return 125
 	}
-	err := unix.Exec("/proc/self/exe", []string{initName}, []string{})
-	fmt.Fprintf(os.Stderr, "manifold sandbox: re-executing after the ID map: %v\n", err)
+	if len(argv) > 0 && argv[0] != initName {
+		unix.Close(3) // only a sandbox init reads on: its config follows
+	}
+	err := unix.Exec("/proc/self/exe", argv, os.Environ())
+	fmt.Fprintf(os.Stderr, "manifold: re-executing in the new user namespace: %v\n", err)
 	return 125
 }
 

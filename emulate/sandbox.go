@@ -140,7 +140,7 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 	cmd := exec.CommandContext(ctx, self)
 	cmd.Args = []string{initName}
 	if ids.external {
-		cmd.Args = append(cmd.Args, remapArg)
+		cmd.Args = []string{awaitName, initName}
 	}
 	cmd.Env = []string{}
 	cmd.ExtraFiles = []*os.File{cfgR, repW}
@@ -203,8 +203,17 @@ type idPlan struct {
 func idMappings() (*idPlan, error) {
 	uid, gid := os.Getuid(), os.Getgid()
 	if uid == 0 {
-		all := []IDRange{{0, 0, 1<<32 - 1}}
-		return &idPlan{uids: all, gids: all}, nil
+		// The identity over every ID this namespace has: all of them on the
+		// host, the mapped ones in a user namespace (see Unshare).
+		uids, err := identity("/proc/self/uid_map")
+		if err != nil {
+			return nil, err
+		}
+		gids, err := identity("/proc/self/gid_map")
+		if err != nil {
+			return nil, err
+		}
+		return &idPlan{uids: uids, gids: gids}, nil
 	}
 	p := &idPlan{uids: []IDRange{{0, uid, 1}}, gids: []IDRange{{0, gid, 1}}}
 	u, err := user.Current()
@@ -223,6 +232,24 @@ func idMappings() (*idPlan, error) {
 	}
 	p.setgroupsDenied = true
 	return p, nil
+}
+
+// identity maps every ID of the current namespace to itself, from its
+// uid_map or gid_map.
+func identity(file string) ([]IDRange, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var out []IDRange
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var inside, outside, size int
+		if _, err := fmt.Sscan(line, &inside, &outside, &size); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", file, err)
+		}
+		out = append(out, IDRange{Container: inside, Host: inside, Size: size})
+	}
+	return out, nil
 }
 
 // subIDs reads the first range of name (or uid) in /etc/subuid or subgid.

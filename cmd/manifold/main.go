@@ -56,6 +56,9 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
+		if c.name == "build" || c.name == "run" {
+			emulate.Unshare() // rootless: go on as root of a user namespace
+		}
 		err := c.run(ctx, args[1:], out, errOut)
 		var code exitCode
 		switch {

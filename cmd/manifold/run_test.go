@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/manifold-build/manifold/assemble/assembletest"
@@ -102,7 +103,7 @@ func TestRootlessBuildLeavesHostBinfmtAlone(t *testing.T) {
 					t.Fatalf("useradd: %v\n%s", err, out)
 				}
 			}
-			rootlessBuild(t, u.name, host, base.String())
+			rootlessBuild(t, u.name, host, base.String(), u.args == nil)
 		})
 	}
 	if after := hostBinfmt(t); after != before {
@@ -110,7 +111,7 @@ func TestRootlessBuildLeavesHostBinfmtAlone(t *testing.T) {
 	}
 }
 
-func rootlessBuild(t *testing.T, user, host, base string) {
+func rootlessBuild(t *testing.T, user, host, base string, subIDs bool) {
 	work, err := os.MkdirTemp("", "manifold-rootless-")
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +134,9 @@ func rootlessBuild(t *testing.T, user, host, base string) {
 		t.Fatalf("rootless build: %v\n%s", err, out)
 	}
 	checkRunLayerOwners(t, tag)
+	if subIDs {
+		rootlessOwners(t, asUser, host, base)
+	}
 	for p, want := range map[string]string{"linux/amd64": "x86_64", "linux/arm64": "aarch64"} {
 		out, err := asUser("run", "--platform", p, tag, "sh", "-c", "uname -m; stat -c %u:%g /arch /srv/www/index.html")
 		if want := want + "\n0:0\n0:0\n"; err != nil || out != want {
@@ -180,6 +184,50 @@ func disableHostQemu(t *testing.T) func() {
 		for _, p := range off {
 			os.WriteFile(p, []byte("1"), 0)
 		}
+	}
+}
+
+// rootlessOwners builds, as a user with subordinate IDs, a step that changes
+// a file another user owns in an earlier layer: the new layer keeps its
+// owner (which takes unpacking layers as root of a user namespace).
+func rootlessOwners(t *testing.T, asUser func(...string) (string, error), host, base string) {
+	ctx, err := os.MkdirTemp("", "manifold-rootless-ctx-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(ctx)
+	os.Chmod(ctx, 0o755)
+	df := fmt.Sprintf("FROM %s\nCOPY --chown=app:staff owned /owned\nRUN echo y >> /owned\n", base)
+	if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte(df), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ctx, "owned"), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tag := host + "/rootless/owners:1"
+	if out, err := asUser("build", "--platform", "linux/arm64", "-t", tag, "--push", ctx); err != nil {
+		t.Fatalf("rootless build: %v\n%s", err, out)
+	}
+	r, _ := name.ParseReference(tag)
+	img, err := remote.Image(r, remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "arm64"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := img.Layers()
+	rc, _ := ls[len(ls)-1].Uncompressed()
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	found := false
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		if h.Name == "owned" {
+			found = true
+			if h.Uid != 1000 || h.Gid != 50 {
+				t.Errorf("/owned is %d:%d in the RUN layer, want app:staff (1000:50)", h.Uid, h.Gid)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the RUN layer lacks /owned")
 	}
 }
 

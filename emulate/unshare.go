@@ -1,0 +1,71 @@
+package emulate
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+)
+
+// Unshare makes a rootless run root of its own: when the invoking user is
+// not root and /etc/subuid and /etc/subgid give it a range (and newuidmap
+// is installed), it runs the current program again in a new user namespace
+// where that user is root and the range maps to IDs 1 and up, as rootless
+// buildah and podman do, and exits with its status. Unpacked bases then keep
+// their owners, and steps that change files of other users keep theirs.
+// It returns at once as root (in that namespace too), or without a range.
+func Unshare() {
+	if os.Geteuid() == 0 {
+		return
+	}
+	ids, err := idMappings()
+	if err != nil || !ids.external {
+		return
+	}
+	code, err := reexecMapped(ids)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "manifold: entering a user namespace: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func reexecMapped(ids *idPlan) (int, error) {
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer readyW.Close()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = append([]string{awaitName}, os.Args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{readyR}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	readyR.Close()
+	if err != nil {
+		return 0, err
+	}
+	// Signals for this process are the child's to act on.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			cmd.Process.Signal(sig)
+		}
+	}()
+	if err := ids.mapExternally(cmd.Process.Pid, readyW); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return 0, err
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), nil
+	}
+	return 0, err
+}
