@@ -63,10 +63,15 @@ func reexecMapped(ids *idPlan) (int, error) {
 		cmd.Wait()
 		return 0, err
 	}
+	// From here on the child runs the command: its end is this one's.
 	err = cmd.Wait()
 	var ee *exec.ExitError
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ee):
 		return ee.ExitCode(), nil
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "manifold: %v\n", err)
+		return 1, nil
 	}
-	return 0, err
+	return 0, nil
 }
