@@ -156,3 +156,25 @@ func TestMissingProgramExits127(t *testing.T) {
 		t.Errorf("got %v, output %q; want exit status 127 and a message", err, out)
 	}
 }
+
+// By default a step has the host's network; with "none", only loopback.
+func TestNetworkModes(t *testing.T) {
+	host, err := os.ReadFile("/proc/net/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostIfaces := strings.Count(string(host), ":")
+	for network, want := range map[string]int{"": hostIfaces, "none": 1} {
+		up := t.TempDir()
+		var out bytes.Buffer
+		_, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
+			Platform: emulate.Platform{Arch: "amd64"}, Lower: fixture(t, "amd64"),
+			Upper: filepath.Join(up, "u"), Work: filepath.Join(up, "w"), Network: network,
+			Argv: []string{"sh", "-c", "grep -c : /proc/net/dev"}, Env: []string{"PATH=/bin:/usr/bin"},
+			Stdout: &out, Stderr: &out,
+		})
+		if err != nil || strings.TrimSpace(out.String()) != fmt.Sprint(want) {
+			t.Errorf("network %q: %v, %q interfaces; want %d", network, err, out.String(), want)
+		}
+	}
+}

@@ -345,3 +345,24 @@ func TestLookupFollowsTheOverlayView(t *testing.T) {
 		}
 	}
 }
+
+// security.capability travels from a layer to the disk and back.
+func TestFileCapabilitiesRoundTrip(t *testing.T) {
+	registrytest.Require(t, os.Geteuid() == 0, "root, to set security.capability")
+	capV2 := string([]byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}) // cap_net_bind_service, v2
+	e := file("ping", "binary")
+	e.PAXRecords = map[string]string{paxXattr + "security.capability": capV2}
+	root := t.TempDir()
+	if err := Unpack(context.Background(), root, []v1.Layer{mkLayer(t, e)}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(filepath.Join(root, "ping"), "security.capability", buf)
+	if err != nil || string(buf[:n]) != capV2 {
+		t.Fatalf("on disk: %q, %v", buf[:n], err)
+	}
+	back, err := EntryFor(filepath.Join(root, "ping"), "ping")
+	if err != nil || back.PAXRecords[paxXattr+"security.capability"] != capV2 {
+		t.Errorf("read back: %v, %v", back.PAXRecords, err)
+	}
+}

@@ -55,11 +55,16 @@ func TestSeedExamplePushedThenRunOnEachPlatform(t *testing.T) {
 func TestFailingRunLeavesTagsAlone(t *testing.T) {
 	host, _ := registrytest.Memory(t)
 	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
-	good := contextDir(t, fmt.Sprintf("FROM %s\nRUN echo fine > /ok\n", base))
+	good := contextDir(t, fmt.Sprintf("FROM %s\nRUN echo fine > /ok && echo hello from $(uname -m)\n", base))
 	tag := host + "/app/x:1"
 	code, stdout, stderr := manifold(t, "build", "--platform", "linux/amd64,linux/arm64", "-t", tag, "--push", good)
 	if code != 0 {
 		t.Fatalf("good build: exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{"[linux/arm64] hello from aarch64\n", "[linux/amd64] hello from x86_64\n"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("build output lacks the step's line %q:\n%s", want, stderr)
+		}
 	}
 	before := strings.TrimSpace(stdout)
 	bad := contextDir(t, fmt.Sprintf("FROM %s\nENV A=1\nRUN test \"$(uname -m)\" = x86_64 || exit 3\n", base))
