@@ -2,6 +2,9 @@ module github.com/manifold-build/manifold
 
 go 1.26.8
 
+// Beyond the chosen dependencies: go-cmp (tests only, diffs of golden
+// files), moby/patternmatcher (Docker's own .dockerignore matcher) and
+// x/sync (errgroup: platforms in parallel, bounded, first error cancels).
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/go-containerregistry v0.22.1
