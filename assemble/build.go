@@ -32,7 +32,9 @@ type Options struct {
 	Registry   registry.Options
 	// Rootfs caches unpacked bases; required when a step needs files.
 	Rootfs *layers.Cache
-	// WorkDir holds the build's scratch files (step dirs); default a temp dir.
+	// WorkDir is where the build keeps its scratch files (steps' changes,
+	// new layers), in a folder of its own that it removes; default the
+	// system's temporary directory. It should be on a disk, not in memory.
 	WorkDir string
 	Runner  Runner // runs RUN steps; nil: a RUN is an error
 	// WalkCapture captures RUN changes by comparing trees instead of with
@@ -129,7 +131,6 @@ type builder struct {
 	df      *Dockerfile
 	ctxDir  *contextDir
 	workDir string
-	ownWork bool
 
 	outMu    sync.Mutex // serializes step output lines
 	mu       sync.Mutex
@@ -165,24 +166,19 @@ func newBuilder(o Options) (*builder, error) {
 	if err := b.checkStageRefs(); err != nil {
 		return nil, err
 	}
-	b.workDir = o.WorkDir
-	if b.workDir != "" {
-		if err := os.MkdirAll(b.workDir, 0o755); err != nil {
+	if o.WorkDir != "" {
+		if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
 			return nil, err
 		}
-	} else {
-		if b.workDir, err = os.MkdirTemp("", "manifold-build-"); err != nil {
-			return nil, err
-		}
-		b.ownWork = true
+	}
+	if b.workDir, err = os.MkdirTemp(o.WorkDir, "manifold-build-"); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
 
 func (b *builder) cleanup() {
-	if b.ownWork {
-		os.RemoveAll(b.workDir)
-	}
+	os.RemoveAll(b.workDir)
 }
 
 func (b *builder) targetStage() (*Stage, error) {

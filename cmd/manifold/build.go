@@ -42,7 +42,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain or quiet")
 	fs.StringVar(&f.metadata, "metadata-file", "", "write the result's digest and names as JSON to this file")
 	fs.StringVar(&f.store, "store", registry.DefaultStoreDir(), "the local image store (env MANIFOLD_STORE)")
-	fs.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "where unpacked base images are kept")
+	fs.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "where unpacked base images and the build's scratch files are kept")
 	fs.StringVar(&f.compression, "compression", "gzip", "layer compression: gzip or zstd")
 	fs.StringVar(&f.network, "network", "default", "network of RUN steps: default (the host's) or none")
 	f.sandbox.register(fs)
@@ -109,7 +109,8 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 		Context: contextDir, Dockerfile: f.file, Platforms: plats, BuildArgs: args,
 		Labels: labels, Target: f.target, Registry: ro, Compression: comp, Epoch: epoch,
 		Jobs: f.jobs, DockerMediaTypes: dest.dockerTypes, Runner: runner, Network: strings.TrimPrefix(f.network, "default"),
-		Rootfs: &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
+		WorkDir: filepath.Join(f.cacheDir, "tmp"),
+		Rootfs:  &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
 	}
 	if f.progress != "quiet" {
 		o.Progress = errOut

@@ -100,7 +100,11 @@ func runRun(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if len(argv) == 0 {
 		return usagef("%s has no ENTRYPOINT or CMD: give a command", fs.Arg(0))
 	}
-	tmp, err := os.MkdirTemp("", "manifold-run-")
+	scratch := filepath.Join(cacheDir, "tmp")
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(scratch, "manifold-run-")
 	if err != nil {
 		return err
 	}
