@@ -82,6 +82,10 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 		return err
 	}
 	dir, base := splitName(name)
+	if dir, err = a.resolveDir(dir); err != nil {
+		return err
+	}
+	name = path.Join(dir, base)
 	switch {
 	case base == whOpaque:
 		a.opaque = append(a.opaque, dir)
@@ -102,6 +106,44 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 		return err
 	}
 	return a.attributes(name, h)
+}
+
+// resolveDir follows the symlinks of an entry's directory as if the root
+// were "/" (as containerd does: an absolute or climbing link is re-rooted,
+// never followed out), and returns the real path. The os.Root that every
+// write goes through keeps even a racing link inside.
+func (a *applier) resolveDir(dir string) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
+	parts := strings.Split(dir, "/")
+	cur := ""
+	for hops := 0; len(parts) > 0; {
+		next := path.Join(cur, parts[0])
+		fi, err := a.root.Lstat(next)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return "", err
+			}
+			cur, parts = next, parts[1:]
+			continue
+		}
+		if hops++; hops > 255 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", dir)
+		}
+		target, err := a.root.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if !path.IsAbs(target) {
+			target = path.Join("/", cur, target)
+		}
+		parts, cur = parts[1:], ""
+		if target = strings.TrimPrefix(path.Clean("/"+target), "/"); target != "" {
+			parts = append(strings.Split(target, "/"), parts...)
+		}
+	}
+	return cur, nil
 }
 
 // clear removes what stands at name unless both it and the new entry are

@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -139,7 +140,7 @@ func TestPushSetsEveryTagAfterTheIndex(t *testing.T) {
 func TestStorePutAndOpen(t *testing.T) {
 	s := &registry.Store{Dir: t.TempDir()}
 	idx := randomIndex(t)
-	tag, _ := name.ParseReference("example.test/app:1")
+	tag, _ := name.ParseReference("127.0.0.1:1/app:1")
 	if err := s.Put(idx, []name.Reference{tag}); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestStorePutAndOpen(t *testing.T) {
 	if err := s.Put(again, []name.Reference{tag}); err != nil {
 		t.Fatal(err)
 	}
-	src, err := registry.Open(context.Background(), "example.test/app:1", registry.Options{Store: s})
+	src, err := registry.Open(context.Background(), "127.0.0.1:1/app:1", registry.Options{Store: s})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,5 +195,28 @@ func TestSinglePlatformSource(t *testing.T) {
 	_, _, err = src.ForPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})
 	if err == nil || !strings.Contains(err.Error(), "single-platform image for linux/arm64, not linux/amd64") {
 		t.Errorf("linux/amd64 of a linux/arm64 image: %v", err)
+	}
+}
+
+// Builds that store at once, in several processes or goroutines, lose no
+// name: index.json is rewritten under a lock.
+func TestStorePutsDoNotLoseNames(t *testing.T) {
+	s := &registry.Store{Dir: t.TempDir()}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tag, _ := name.ParseReference(fmt.Sprintf("127.0.0.1:1/app:%d", i))
+			if err := s.Put(randomIndex(t), []name.Reference{tag}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range 8 {
+		if _, err := registry.Open(context.Background(), fmt.Sprintf("127.0.0.1:1/app:%d", i), registry.Options{Store: s}); err != nil {
+			t.Errorf("app:%d: %v", i, err)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -42,16 +43,22 @@ func DefaultStoreDir() string {
 func (s *Store) path() (layout.Path, error) {
 	p, err := layout.FromPath(s.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-			return "", err
-		}
 		return layout.Write(s.Dir, empty.Index)
 	}
 	return p, err
 }
 
 // Put stores idx under each of tags, replacing what those names held.
+// Writers of one store take turns: index.json is rewritten whole.
 func (s *Store) Put(idx v1.ImageIndex, tags []name.Reference) error {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return err
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	p, err := s.path()
 	if err != nil {
 		return fmt.Errorf("opening store %s: %w", s.Dir, err)
@@ -63,6 +70,19 @@ func (s *Store) Put(idx v1.ImageIndex, tags []name.Reference) error {
 		}
 	}
 	return nil
+}
+
+// lock takes the store's write lock, held across processes.
+func (s *Store) lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(s.Dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("locking store: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking store: %w", err)
+	}
+	return func() { f.Close() }, nil
 }
 
 func (s *Store) lookup(r name.Reference) (*Source, bool, error) {
