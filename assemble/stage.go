@@ -2,6 +2,7 @@ package assemble
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -159,12 +160,16 @@ func (b *builder) buildStage(ctx context.Context, st *Stage, target v1.Platform)
 	}
 	s, err := b.base(ctx, st, ref, plat, target)
 	if err != nil {
-		return nil, &Error{File: b.df.Name, Line: st.From.Line, Step: st.From.String(), Platform: registry.Format(plat), Err: err}
+		return nil, b.located(st.From, plat, err)
 	}
 	b.progress(plat, "FROM %s", ref)
-	steps, err := b.triggers(s, st)
-	if err != nil {
-		return nil, err
+	var steps []*Instruction
+	if b.df.stageRef(ref, st.Index) == nil {
+		// An image's ONBUILD triggers run in the stage built on it, as in
+		// BuildKit; a stage's own triggers wait for an image built on it.
+		if steps, err = b.triggers(s, st); err != nil {
+			return nil, err
+		}
 	}
 	for _, in := range append(steps, st.Steps...) {
 		if err := ctx.Err(); err != nil {
@@ -172,13 +177,20 @@ func (b *builder) buildStage(ctx context.Context, st *Stage, target v1.Platform)
 		}
 		b.progress(plat, "%s", shorten(in.String()))
 		if err := s.step(ctx, in); err != nil {
-			if _, ok := err.(*Error); ok {
-				return nil, err
-			}
-			return nil, &Error{File: b.df.Name, Line: in.Line, Step: in.String(), Platform: registry.Format(plat), Err: err}
+			return nil, b.located(in, plat, err)
 		}
 	}
 	return s, nil
+}
+
+// located gives err the place it happened, unless it already has one (an
+// error of a stage this one builds on).
+func (b *builder) located(in *Instruction, plat v1.Platform, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return &Error{File: b.df.Name, Line: in.Line, Step: in.String(), Platform: registry.Format(plat), Err: err}
 }
 
 func (b *builder) base(ctx context.Context, st *Stage, ref string, plat, target v1.Platform) (*state, error) {
