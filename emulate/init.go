@@ -22,7 +22,8 @@ type initConfig struct {
 	Lower           []string
 	Upper, Work     string
 	Rootfs          string
-	Merged          string // the empty directory to build the root on
+	Merged          string            // the empty directory to build the root on
+	Shared          map[string]string // path in the root → copy of the host's file to bind there
 	Argv, Env       []string
 	User, Workdir   string
 	Hostname        string

@@ -27,8 +27,8 @@ func setupRoot(cfg *initConfig) ([]string, error) {
 	steps := []func() error{
 		func() error { return mountProc(st) },
 		func() error { return mountDev(st) },
-		func() error { return bindHostFile(st, "/etc/resolv.conf") },
-		func() error { return bindHostFile(st, "/etc/hosts") },
+		func() error { return bindShared(st, "/etc/resolv.conf", cfg.Shared["/etc/resolv.conf"]) },
+		func() error { return bindShared(st, "/etc/hosts", cfg.Shared["/etc/hosts"]) },
 		func() error { return registerBinfmt(root, cfg.Binfmt) },
 		func() error { return pivot(root) },
 		func() error { return unix.Sethostname([]byte(cfg.Hostname)) },
@@ -204,22 +204,23 @@ func mountDev(s *stubber) error {
 	return nil
 }
 
-// bindHostFile binds a host file read-only over the same path in the root.
-// A root whose path is a symlink keeps it: nothing is bound through links.
-func bindHostFile(s *stubber, p string) error {
-	if _, err := os.Stat(p); err != nil {
+// bindShared binds src (the step's copy of a host file) read-only at the
+// path p of the root. A root whose path is a symlink keeps it: nothing is
+// bound through links.
+func bindShared(s *stubber, p, src string) error {
+	if src == "" {
 		return nil // the host has none to share
 	}
 	target, ok, err := s.ensure(p, true)
 	if err != nil || !ok {
 		return err
 	}
-	if err := unix.Mount(p, target, "", unix.MS_BIND, ""); err != nil {
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding %s: %w", p, err)
 	}
 	var sfs unix.Statfs_t
 	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
-	if unix.Statfs(p, &sfs) == nil {
+	if unix.Statfs(src, &sfs) == nil {
 		// A user namespace may not drop the flags the host mount has.
 		for st, ms := range map[int64]uintptr{unix.ST_NOSUID: unix.MS_NOSUID, unix.ST_NODEV: unix.MS_NODEV, unix.ST_NOEXEC: unix.MS_NOEXEC} {
 			if sfs.Flags&st != 0 {

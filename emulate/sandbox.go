@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,12 +51,18 @@ func (s *Sandbox) Run(ctx context.Context, spec Spec) (*Result, error) {
 		}
 	}
 	defer cleanup()
-	merged, err := os.MkdirTemp("", "manifold-root-")
+	scratch, err := os.MkdirTemp("", "manifold-step-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(merged)
-	cfg.Merged = merged
+	defer os.RemoveAll(scratch)
+	cfg.Merged = filepath.Join(scratch, "root")
+	if err := os.Mkdir(cfg.Merged, 0o755); err != nil {
+		return nil, err
+	}
+	if cfg.Shared, err = copyHostFiles(scratch, "/etc/resolv.conf", "/etc/hosts"); err != nil {
+		return nil, err
+	}
 	ids, err := idMappings()
 	if err != nil {
 		return nil, err
@@ -113,6 +121,28 @@ func (s *Sandbox) prepare(spec Spec) (*initConfig, *Result, func(), error) {
 	}
 	return nil, nil, nop, fmt.Errorf("running %s needs binfmt_misc: this kernel has no private instances (Linux 6.7+) "+
 		"and no host handler with flag F serves it; as root, --binfmt=host registers one for the build", spec.Platform)
+}
+
+// copyHostFiles copies host files the step gets to see into dir: the step
+// binds the copies, so that nothing it does reaches the host's own files.
+// A file the host lacks is left out.
+func copyHostFiles(dir string, files ...string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		c := filepath.Join(dir, filepath.Base(f))
+		if err := os.WriteFile(c, data, 0o644); err != nil {
+			return nil, err
+		}
+		out[f] = c
+	}
+	return out, nil
 }
 
 func hasHostHandler(emu emulator) bool {

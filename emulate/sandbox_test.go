@@ -178,3 +178,18 @@ func TestNetworkModes(t *testing.T) {
 		}
 	}
 }
+
+// A step sees copies of the host's resolv.conf and hosts: even one that
+// makes its mount writable again cannot change the host's files.
+func TestStepCannotChangeHostFiles(t *testing.T) {
+	before, err := os.ReadFile("/etc/hosts")
+	registrytest.Require(t, err == nil, "/etc/hosts on the host")
+	out, _, err := run(t, emulate.Platform{Arch: "amd64"}, "sh", "-c",
+		"grep -q localhost /etc/hosts && echo seen; mount -o remount,rw,bind /etc/hosts && echo 127.0.0.9 evil >> /etc/hosts && echo wrote")
+	if err != nil || !strings.Contains(out, "seen") || !strings.Contains(out, "wrote") {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	if after, _ := os.ReadFile("/etc/hosts"); string(after) != string(before) {
+		t.Fatalf("the step changed the host's /etc/hosts:\n%s", after)
+	}
+}
