@@ -28,16 +28,9 @@ type Runner interface {
 // run runs a RUN step: the command's changes become the step's layer, or
 // no layer when it changed nothing.
 func (s *state) run(ctx context.Context, in *Instruction) error {
-	network, ok := in.Flags["network"]
-	if !ok {
-		network = s.b.o.Network
-	}
-	switch network {
-	case "", "default", "host":
-		network = ""
-	case "none":
-	default:
-		return fmt.Errorf("RUN --network=%s is not supported (want none, host or default)", network)
+	network, err := s.network(in)
+	if err != nil {
+		return err
 	}
 	if s.b.o.Runner == nil {
 		return errors.New("RUN needs a sandbox, and this build has none")
@@ -60,18 +53,7 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	}
 	spec.Stdout = s.b.output(s.platform)
 	spec.Stderr = spec.Stdout
-	var entries []layers.Entry
-	if s.b.o.WalkCapture {
-		entries, err = s.runWalked(ctx, spec, step)
-	} else {
-		entries, err = s.runOverlay(ctx, spec)
-		var oe *emulate.OverlayError
-		if errors.As(err, &oe) {
-			s.b.progress(s.platform, "overlayfs unavailable (%v): comparing trees instead", oe.Err)
-			os.RemoveAll(spec.Upper)
-			entries, err = s.runWalked(ctx, spec, step)
-		}
-	}
+	entries, err := s.capture(ctx, spec, step)
 	if err != nil {
 		os.RemoveAll(step)
 		return err
@@ -92,6 +74,37 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	s.addLayer(in, l, createdBy)
 	s.dirs, s.dirLayers = append(s.dirs, s.stepDir), len(s.layers)
 	return nil
+}
+
+// network is a RUN's network: its --network flag, else the build's.
+func (s *state) network(in *Instruction) (string, error) {
+	network, ok := in.Flags["network"]
+	if !ok {
+		network = s.b.o.Network
+	}
+	switch network {
+	case "", "default", "host":
+		return "", nil
+	case "none":
+		return network, nil
+	}
+	return "", fmt.Errorf("RUN --network=%s is not supported (want none, host or default)", network)
+}
+
+// capture runs the step and lists its changes: through overlayfs, or by
+// comparing trees where it cannot be mounted (or when asked to).
+func (s *state) capture(ctx context.Context, spec emulate.Spec, step string) ([]layers.Entry, error) {
+	if s.b.o.WalkCapture {
+		return s.runWalked(ctx, spec, step)
+	}
+	entries, err := s.runOverlay(ctx, spec)
+	var oe *emulate.OverlayError
+	if errors.As(err, &oe) {
+		s.b.progress(s.platform, "overlayfs unavailable (%v): comparing trees instead", oe.Err)
+		os.RemoveAll(spec.Upper)
+		return s.runWalked(ctx, spec, step)
+	}
+	return entries, err
 }
 
 // runOverlay runs the step on an overlay of the stage's directories and

@@ -163,24 +163,8 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 		return nil, err
 	}
 	defer repR.Close()
-	self := s.Self
-	if self == "" {
-		self = "/proc/self/exe"
-	}
-	cmd := exec.CommandContext(ctx, self)
-	cmd.Args = []string{initName}
-	if ids.external {
-		cmd.Args = []string{awaitName, initName}
-	}
-	cmd.Env = []string{}
+	cmd := s.initCommand(ctx, spec, cfg.NoNetwork, ids)
 	cmd.ExtraFiles = []*os.File{cfgR, repW}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
-	flags := syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
-	if cfg.NoNetwork {
-		flags |= syscall.CLONE_NEWNET
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: uintptr(flags), Pdeathsig: syscall.SIGKILL}
-	ids.apply(cmd.SysProcAttr)
 	err = cmd.Start()
 	cfgR.Close()
 	repW.Close()
@@ -204,21 +188,50 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 	if ctx.Err() != nil {
 		return &report, ctx.Err()
 	}
-	switch {
-	case repErr != nil && repErr != io.EOF:
+	if repErr != nil && repErr != io.EOF {
 		return nil, fmt.Errorf("sandbox init: %w (%v)", repErr, waitErr)
-	case report.Overlay:
-		return &report, &OverlayError{Err: errors.New(report.Error)}
-	case report.Error != "":
-		return &report, errors.New(report.Error)
-	case !report.Started:
-		return &report, fmt.Errorf("sandbox init failed: %v", waitErr)
+	}
+	return &report, report.outcome(waitErr)
+}
+
+// initCommand is the re-executed binary as the init of new namespaces.
+func (s *Sandbox) initCommand(ctx context.Context, spec Spec, noNetwork bool, ids *idPlan) *exec.Cmd {
+	self := s.Self
+	if self == "" {
+		self = "/proc/self/exe"
+	}
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Args = []string{initName}
+	if ids.external {
+		cmd.Args = []string{awaitName, initName}
+	}
+	cmd.Env = []string{}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
+	flags := syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
+	if noNetwork {
+		flags |= syscall.CLONE_NEWNET
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: uintptr(flags), Pdeathsig: syscall.SIGKILL}
+	ids.apply(cmd.SysProcAttr)
+	return cmd
+}
+
+// outcome turns what the init reported and how it ended into the run's
+// error: a set-up failure, or the command's exit status.
+func (r *initReport) outcome(waitErr error) error {
+	switch {
+	case r.Overlay:
+		return &OverlayError{Err: errors.New(r.Error)}
+	case r.Error != "":
+		return errors.New(r.Error)
+	case !r.Started:
+		return fmt.Errorf("sandbox init failed: %v", waitErr)
 	}
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
-		return &report, &ExitError{Code: ee.ExitCode()}
+		return &ExitError{Code: ee.ExitCode()}
 	}
-	return &report, waitErr
+	return waitErr
 }
 
 // idPlan is how the sandbox's user namespace maps IDs: the identity as
