@@ -1,6 +1,7 @@
 package emulate
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,19 +104,18 @@ func flagsHave(entry string, flag rune) bool {
 	return false
 }
 
-// registrations numbers host registrations, so that parallel steps of one
-// process register under different names.
-var registrations atomic.Int64
-
 // hostRegister registers emu in the host's binfmt_misc under a name of its
-// own and returns a function that removes it. Root only.
+// own (pid and a random part: parallel steps register apart) and returns a
+// function that removes it. Root only.
 func hostRegister(emu emulator, interp string) (func(), error) {
 	if _, err := os.Stat(filepath.Join(binfmtDir, "register")); errors.Is(err, fs.ErrNotExist) {
 		if err := unix.Mount("binfmt_misc", binfmtDir, "binfmt_misc", 0, ""); err != nil {
 			return nil, fmt.Errorf("mounting host binfmt_misc: %w", err)
 		}
 	}
-	name := fmt.Sprintf("manifold-%d-%d-%s", os.Getpid(), registrations.Add(1), emu.qemu)
+	var nonce [4]byte
+	rand.Read(nonce[:])
+	name := fmt.Sprintf("manifold-%d-%x-%s", os.Getpid(), nonce, emu.qemu)
 	if err := os.WriteFile(filepath.Join(binfmtDir, "register"), []byte(registration(name, emu, interp)), 0); err != nil {
 		return nil, fmt.Errorf("registering %s in the host's binfmt_misc: %w", name, err)
 	}

@@ -225,7 +225,7 @@ func (r *initReport) outcome(waitErr error) error {
 	case r.Error != "":
 		return errors.New(r.Error)
 	case !r.Started:
-		return fmt.Errorf("sandbox init failed: %v", waitErr)
+		return fmt.Errorf("the sandbox ended before its command started: %v", waitErr)
 	}
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
