@@ -24,7 +24,7 @@ type Catalog struct {
 // of the layers below.
 type listing struct {
 	once    sync.Once
-	entries map[string]*tar.Header
+	entries map[string]*tar.Header // with the directories they imply
 	gone    []string // paths deleted, with all below them
 	opaque  []string // directories whose lower contents are hidden
 	err     error
@@ -105,7 +105,16 @@ func (lst *listing) read(l v1.Layer) error {
 		default:
 			h.Name = n
 			lst.entries[n] = h
+			lst.imply(dir)
 		}
+	}
+}
+
+// imply records that directory dir and its parents exist in this layer,
+// where the layer holds no entry of their own.
+func (lst *listing) imply(dir string) {
+	for ; dir != "" && lst.entries[dir] == nil; dir, _ = splitName(dir) {
+		lst.entries[dir] = &tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755}
 	}
 }
 

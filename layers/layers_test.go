@@ -264,10 +264,10 @@ func TestCatalogStatSettlesFromTheTop(t *testing.T) {
 	var bottom, top int
 	ls := []v1.Layer{
 		countingLayer{mkLayer(t, dir("usr", 0o755), dir("usr/bin", 0o755), file("gone", "x")), &bottom},
-		countingLayer{mkLayer(t, dir("usr/bin", 0o755), Entry{Header: tar.Header{Name: "bin", Typeflag: tar.TypeSymlink, Linkname: "usr/bin"}}, file(".wh.gone", "")), &top},
+		countingLayer{mkLayer(t, file("usr/bin/tool", "t"), Entry{Header: tar.Header{Name: "bin", Typeflag: tar.TypeSymlink, Linkname: "usr/bin"}}, file(".wh.gone", "")), &top},
 	}
 	cat := &Catalog{}
-	for name, want := range map[string]byte{"usr/bin": tar.TypeDir, "/bin": tar.TypeSymlink} {
+	for name, want := range map[string]byte{"usr/bin": tar.TypeDir, "/bin": tar.TypeSymlink, "usr": tar.TypeDir} {
 		h, err := cat.Stat(context.Background(), ls, name)
 		if err != nil || h == nil || h.Typeflag != want {
 			t.Errorf("Stat(%s) = %+v, %v; want type %c", name, h, err, want)
