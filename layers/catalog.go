@@ -25,8 +25,8 @@ type Catalog struct {
 type listing struct {
 	once    sync.Once
 	entries map[string]*tar.Header // with the directories they imply
-	gone    []string // paths deleted, with all below them
-	opaque  []string // directories whose lower contents are hidden
+	gone    []string               // paths deleted, with all below them
+	opaque  []string               // directories whose lower contents are hidden
 	err     error
 }
 
