@@ -33,7 +33,6 @@ type Layer struct {
 	digest     v1.Hash
 	diffID     v1.Hash
 	mediaType  types.MediaType
-	entries    int
 }
 
 var _ v1.Layer = (*Layer)(nil)

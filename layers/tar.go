@@ -98,7 +98,7 @@ func normalize(h *tar.Header, epoch *time.Time) {
 	if len(h.PAXRecords) == 0 {
 		h.PAXRecords = nil
 	}
-	//nolint:staticcheck // Xattrs is deprecated in favour of PAXRecords.
+	//lint:ignore SA1019 headers read from archives carry xattrs twice; PAXRecords is the one kept.
 	h.Xattrs = nil
 }
 
