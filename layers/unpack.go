@@ -169,7 +169,6 @@ func (a *applier) create(name string, h *tar.Header, r io.Reader) error {
 		}
 		return err
 	case tar.TypeReg, tar.TypeRegA: //lint:ignore SA1019 old archives still say '\x00'
-
 		f, err := a.root.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode.Perm())
 		if err != nil {
 			return err
