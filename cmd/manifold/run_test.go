@@ -292,3 +292,38 @@ func TestRunFromOCILayout(t *testing.T) {
 		t.Errorf("run of a missing tag: exit %d, %s", code, errOut)
 	}
 }
+
+// manifold run uses the image's ENTRYPOINT, CMD, ENV, USER and WORKDIR as
+// docker run --rm does, and its flags override them.
+func TestRunUsesTheImageConfig(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/arm64")
+	ctx := contextDir(t, fmt.Sprintf(`FROM %s
+ENV GREETING=hello
+USER app
+WORKDIR /home/app
+ENTRYPOINT ["sh", "-c", "echo $GREETING $(id -u) $(pwd) \"$@\"", "entry"]
+CMD ["default"]
+`, base))
+	tag := host + "/app/cfg:1"
+	if code, _, stderr := manifold(t, "build", "--platform", "linux/arm64", "-t", tag, "--push", ctx); code != 0 {
+		t.Fatalf("build: exit %d\n%s", code, stderr)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "hello 1000 /home/app default\n"},
+		{[]string{"given", "args"}, "hello 1000 /home/app given args\n"},
+		{[]string{"-e", "GREETING=hi", "-u", "0", "-w", "/tmp", tag, "x"}, "hi 0 /tmp x\n"},
+	} {
+		args := append([]string{"run", "--platform", "linux/arm64"}, tc.args...)
+		if len(tc.args) == 0 || tc.args[0] != "-e" {
+			args = append([]string{"run", "--platform", "linux/arm64", tag}, tc.args...)
+		}
+		code, out, errOut := manifold(t, args...)
+		if code != 0 || out != tc.want {
+			t.Errorf("manifold %v: exit %d, printed %q (%s); want %q", args[1:], code, out, errOut, tc.want)
+		}
+	}
+}
