@@ -270,3 +270,22 @@ func TestManyRunSteps(t *testing.T) {
 		t.Errorf("the last step saw %q files, want %d", got, steps)
 	}
 }
+
+// A RUN in shell form goes through the stage's SHELL.
+func TestRunShellFormUsesShell(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf(`FROM %s
+RUN echo $0 > /default-shell
+SHELL ["/bin/ash", "-c"]
+RUN echo $0 > /ash
+RUN ["/bin/sh", "-c", "echo exec form > /exec"]
+`, base)})
+	res := mustBuild(t, ctxDir, []string{"linux/arm64"}, withSandbox)
+	ls, _ := res.Images[0].Image.Layers()
+	for i, want := range map[int][2]string{2: {"default-shell", "/bin/sh\n"}, 3: {"ash", "/bin/ash\n"}, 4: {"exec", "exec form\n"}} {
+		if got := layerFiles(t, ls[i])[want[0]].Data; got != want[1] {
+			t.Errorf("/%s = %q, want %q", want[0], got, want[1])
+		}
+	}
+}
