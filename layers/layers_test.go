@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -370,5 +371,34 @@ func TestFileCapabilitiesRoundTrip(t *testing.T) {
 	back, err := EntryFor(filepath.Join(root, "ping"), "ping")
 	if err != nil || back.PAXRecords[paxXattr+"security.capability"] != capV2 {
 		t.Errorf("read back: %v, %v", back.PAXRecords, err)
+	}
+}
+
+// Device nodes, fifos, owners and times survive an unpack as root.
+func TestUnpackNodesOwnersAndTimes(t *testing.T) {
+	registrytest.Require(t, os.Geteuid() == 0, "root, to make device nodes and give files away")
+	when := time.Unix(1234567890, 0)
+	null := Entry{Header: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}}
+	fifo := Entry{Header: tar.Header{Name: "run/fifo", Typeflag: tar.TypeFifo, Mode: 0o600}}
+	owned := file("home/app/f", "x")
+	owned.Uid, owned.Gid, owned.ModTime = 1000, 50, when
+	root := t.TempDir()
+	if err := Unpack(context.Background(), root, []v1.Layer{mkLayer(t, null, fifo, owned)}); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(root, "dev/null"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 1 || unix.Minor(st.Rdev) != 3 {
+		t.Errorf("dev/null: %v mode %o rdev %d:%d", err, st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	}
+	if err := unix.Lstat(filepath.Join(root, "run/fifo"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		t.Errorf("run/fifo: %v mode %o", err, st.Mode)
+	}
+	fi, err := os.Lstat(filepath.Join(root, "home/app/f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := fi.Sys().(*syscall.Stat_t)
+	if s.Uid != 1000 || s.Gid != 50 || !fi.ModTime().Equal(when) {
+		t.Errorf("home/app/f: %d:%d %v, want 1000:50 %v", s.Uid, s.Gid, fi.ModTime(), when)
 	}
 }
