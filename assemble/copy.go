@@ -84,18 +84,8 @@ func (s *state) isDir(ctx context.Context, p string) (bool, error) {
 		fi, err := s.stat(p)
 		return err == nil && fi.IsDir(), nil
 	}
-	for hops := 0; hops < 16; hops++ {
-		h, err := s.b.catalog.Stat(ctx, s.layers, p)
-		if err != nil || h == nil || h.Typeflag != tar.TypeSymlink {
-			return h != nil && h.Typeflag == tar.TypeDir, err
-		}
-		target := h.Linkname
-		if !path.IsAbs(target) {
-			target = path.Join(path.Dir(p), target)
-		}
-		p = target
-	}
-	return false, fmt.Errorf("%s: too many levels of symbolic links", p)
+	h, err := s.b.catalog.StatFollow(ctx, s.layers, p)
+	return h != nil && h.Typeflag == tar.TypeDir, err
 }
 
 type copier struct {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"strings"
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -25,9 +24,8 @@ type Catalog struct {
 type listing struct {
 	once    sync.Once
 	entries map[string]*tar.Header // with the directories they imply
-	gone    []string               // paths deleted, with all below them
-	opaque  []string               // directories whose lower contents are hidden
-	err     error
+	deletions
+	err error
 }
 
 // Stat tells what the image whose layers are ls (bottom first) holds at
@@ -55,6 +53,25 @@ func (c *Catalog) Stat(ctx context.Context, ls []v1.Layer, name string) (*tar.He
 		}
 	}
 	return nil, nil
+}
+
+// StatFollow is Stat after following the symlinks of every component of
+// name, as the image's file system would show it.
+func (c *Catalog) StatFollow(ctx context.Context, ls []v1.Layer, name string) (*tar.Header, error) {
+	rel, err := resolveLinks(name, func(rel string) (string, bool, error) {
+		h, err := c.Stat(ctx, ls, rel)
+		if err != nil || h == nil || h.Typeflag != tar.TypeSymlink {
+			return "", false, err
+		}
+		return h.Linkname, true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rel == "" {
+		return &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755}, nil // the root
+	}
+	return c.Stat(ctx, ls, rel)
 }
 
 func (c *Catalog) listing(l v1.Layer) (*listing, error) {
@@ -96,16 +113,10 @@ func (lst *listing) read(l v1.Layer) error {
 		if err != nil {
 			return err
 		}
-		dir, base := splitName(n)
-		switch {
-		case base == whOpaque:
-			lst.opaque = append(lst.opaque, dir)
-		case strings.HasPrefix(base, whPrefix):
-			lst.gone = append(lst.gone, path.Join(dir, strings.TrimPrefix(base, whPrefix)))
-		default:
+		if !lst.note(n) {
 			h.Name = n
 			lst.entries[n] = h
-			lst.imply(dir)
+			lst.imply(path.Dir(n))
 		}
 	}
 }
@@ -113,22 +124,7 @@ func (lst *listing) read(l v1.Layer) error {
 // imply records that directory dir and its parents exist in this layer,
 // where the layer holds no entry of their own.
 func (lst *listing) imply(dir string) {
-	for ; dir != "" && lst.entries[dir] == nil; dir, _ = splitName(dir) {
+	for ; dir != "." && lst.entries[dir] == nil; dir = path.Dir(dir) {
 		lst.entries[dir] = &tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755}
 	}
-}
-
-// hides tells whether this layer removes name of the layers below.
-func (lst *listing) hides(name string) bool {
-	for _, g := range lst.gone {
-		if name == g || strings.HasPrefix(name, g+"/") {
-			return true
-		}
-	}
-	for _, d := range lst.opaque {
-		if d == "" || strings.HasPrefix(name, d+"/") {
-			return true
-		}
-	}
-	return false
 }

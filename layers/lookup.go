@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -60,7 +58,7 @@ func scanLayer(l v1.Layer, want map[string]bool, found func(*tar.Header, io.Read
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
-	hidden := map[string]bool{}
+	var del deletions
 	for len(want) > 0 {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -81,28 +79,12 @@ func scanLayer(l v1.Layer, want map[string]bool, found func(*tar.Header, io.Read
 			delete(want, n) // present here, as a file or as something else
 			continue
 		}
-		for w := range want {
-			if hides(n, w) {
-				hidden[w] = true // unless this layer also holds w
-			}
+		del.note(n)
+	}
+	for w := range want {
+		if del.hides(w) { // and this layer does not hold w itself
+			delete(want, w)
 		}
 	}
-	for w := range hidden {
-		delete(want, w)
-	}
 	return nil
-}
-
-// hides tells whether the entry n (a whiteout or an opaque marker) removes
-// the lower layers' file name.
-func hides(n, name string) bool {
-	dir, base := splitName(n)
-	switch {
-	case base == whOpaque:
-		return dir == "" || strings.HasPrefix(name, dir+"/")
-	case strings.HasPrefix(base, whPrefix):
-		gone := path.Join(dir, strings.TrimPrefix(base, whPrefix))
-		return gone == name || strings.HasPrefix(name, gone+"/")
-	}
-	return false
 }

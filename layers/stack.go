@@ -2,12 +2,10 @@ package layers
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"syscall"
 )
 
@@ -16,40 +14,25 @@ import (
 // devices, opaque directories carry an overlay.opaque xattr) lives on the
 // host, following symlinks inside the stack as overlayfs would show them.
 func Lookup(dirs []string, p string) (string, error) {
-	parts := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
-	cur := ""
-	for hops := 0; len(parts) > 0; {
-		part := parts[0]
-		parts = parts[1:]
-		if part == "" || part == "." {
-			continue
+	rel, err := resolveLinks(p, func(rel string) (string, bool, error) {
+		host, fi, err := find(dirs, rel)
+		if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+			return "", false, nil
 		}
-		next := path.Join(cur, part)
-		host, fi, err := find(dirs, next)
 		if err != nil {
-			return "", err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			cur = next
-			if len(parts) == 0 {
-				return host, nil
-			}
-			continue
-		}
-		if hops++; hops > 40 {
-			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+			return "", false, err
 		}
 		target, err := os.Readlink(host)
-		if err != nil {
-			return "", err
-		}
-		if !path.IsAbs(target) {
-			target = path.Join("/", cur, target)
-		}
-		parts = append(strings.Split(strings.Trim(path.Clean(target), "/"), "/"), parts...)
-		cur = ""
+		return target, true, err
+	})
+	if err != nil {
+		return "", err
 	}
-	return filepath.Join(dirs[len(dirs)-1], cur), nil // the root itself
+	if rel == "" {
+		return dirs[len(dirs)-1], nil // the root itself
+	}
+	host, _, err := find(dirs, rel)
+	return host, err
 }
 
 // find returns the topmost directory's copy of rel, stopping at whiteouts

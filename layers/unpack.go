@@ -15,11 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const (
-	whPrefix = ".wh."
-	whOpaque = ".wh..wh..opq"
-)
-
 // Unpack applies layers, bottom first, to the directory dir. Every write goes
 // through an os.Root, so no entry (nor a symlink planted by an earlier one)
 // can reach outside dir.
@@ -82,16 +77,16 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 		return err
 	}
 	dir, base := splitName(name)
-	if dir, err = a.resolveDir(dir); err != nil {
+	if dir, err = resolveLinks(dir, a.link); err != nil {
 		return err
 	}
 	name = path.Join(dir, base)
-	switch {
-	case base == whOpaque:
-		a.opaque = append(a.opaque, dir)
-		return nil
-	case strings.HasPrefix(base, whPrefix):
-		return a.root.RemoveAll(path.Join(dir, strings.TrimPrefix(base, whPrefix)))
+	if p, opaque, ok := marker(name); ok {
+		if opaque {
+			a.opaque = append(a.opaque, p)
+			return nil
+		}
+		return a.root.RemoveAll(p)
 	}
 	a.seen[name] = true
 	if dir != "" {
@@ -108,42 +103,20 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 	return a.attributes(name, h)
 }
 
-// resolveDir follows the symlinks of an entry's directory as if the root
-// were "/" (as containerd does: an absolute or climbing link is re-rooted,
-// never followed out), and returns the real path. The os.Root that every
-// write goes through keeps even a racing link inside.
-func (a *applier) resolveDir(dir string) (string, error) {
-	if dir == "" {
-		return "", nil
+// link tells resolveLinks about the tree being unpacked. An entry's
+// directory is resolved as if the root were "/" (as containerd does: an
+// absolute or climbing link is re-rooted, never followed out); the os.Root
+// that every write goes through keeps even a racing link inside.
+func (a *applier) link(rel string) (string, bool, error) {
+	fi, err := a.root.Lstat(rel)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+		return "", false, nil
 	}
-	parts := strings.Split(dir, "/")
-	cur := ""
-	for hops := 0; len(parts) > 0; {
-		next := path.Join(cur, parts[0])
-		fi, err := a.root.Lstat(next)
-		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return "", err
-			}
-			cur, parts = next, parts[1:]
-			continue
-		}
-		if hops++; hops > 255 {
-			return "", fmt.Errorf("%s: too many levels of symbolic links", dir)
-		}
-		target, err := a.root.Readlink(next)
-		if err != nil {
-			return "", err
-		}
-		if !path.IsAbs(target) {
-			target = path.Join("/", cur, target)
-		}
-		parts, cur = parts[1:], ""
-		if target = strings.TrimPrefix(path.Clean("/"+target), "/"); target != "" {
-			parts = append(strings.Split(target, "/"), parts...)
-		}
+	if err != nil {
+		return "", false, err
 	}
-	return cur, nil
+	target, err := a.root.Readlink(rel)
+	return target, true, err
 }
 
 // clear removes what stands at name unless both it and the new entry are
