@@ -53,7 +53,7 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	}
 	spec.Stdout = s.b.output(s.platform)
 	spec.Stderr = spec.Stdout
-	entries, err := s.capture(ctx, spec, step)
+	files, err := s.capture(ctx, spec, step)
 	if err != nil {
 		os.RemoveAll(step)
 		return err
@@ -62,18 +62,32 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	if in.JSON {
 		createdBy = "RUN " + jsonArgs(argv) + " # buildkit"
 	}
-	if len(entries) == 0 {
+	if len(files.entries) == 0 {
 		os.RemoveAll(step)
 		s.record(in, createdBy, true)
 		return nil
 	}
-	l, err := layers.New(func(tw *tar.Writer) error { return layers.Write(tw, entries, s.b.o.Epoch) }, s.layerOptions())
+	l, err := layers.New(func(tw *tar.Writer) error { return layers.Write(tw, files.entries, s.b.o.Epoch) }, s.layerOptions())
 	if err != nil {
 		return err
 	}
 	s.addLayer(in, l, createdBy)
-	s.dirs, s.dirLayers = append(s.dirs, s.stepDir), len(s.layers)
+	if files.whole {
+		s.dirs = []string{files.dir}
+	} else {
+		s.dirs = append(s.dirs, files.dir)
+	}
+	s.dirLayers = len(s.layers)
 	return nil
+}
+
+// stepFiles is what a RUN left: its changes, and a directory of the
+// stage's files after it: the overlay's upper one, to stack on the stage's,
+// or a whole tree that replaces them.
+type stepFiles struct {
+	entries []layers.Entry
+	dir     string
+	whole   bool
 }
 
 // network is a RUN's network: its --network flag, else the build's.
@@ -93,23 +107,23 @@ func (s *state) network(in *Instruction) (string, error) {
 
 // capture runs the step and lists its changes: through overlayfs, or by
 // comparing trees where it cannot be mounted (or when asked to).
-func (s *state) capture(ctx context.Context, spec emulate.Spec, step string) ([]layers.Entry, error) {
+func (s *state) capture(ctx context.Context, spec emulate.Spec, step string) (*stepFiles, error) {
 	if s.b.o.WalkCapture {
 		return s.runWalked(ctx, spec, step)
 	}
-	entries, err := s.runOverlay(ctx, spec)
+	files, err := s.runOverlay(ctx, spec)
 	var oe *emulate.OverlayError
 	if errors.As(err, &oe) {
 		s.b.progress(s.platform, "overlayfs unavailable (%v): comparing trees instead", oe.Err)
 		os.RemoveAll(spec.Upper)
 		return s.runWalked(ctx, spec, step)
 	}
-	return entries, err
+	return files, err
 }
 
 // runOverlay runs the step on an overlay of the stage's directories and
 // reads its changes from the upper directory.
-func (s *state) runOverlay(ctx context.Context, spec emulate.Spec) ([]layers.Entry, error) {
+func (s *state) runOverlay(ctx context.Context, spec emulate.Spec) (*stepFiles, error) {
 	res, err := s.b.o.Runner.Run(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -120,14 +134,13 @@ func (s *state) runOverlay(ctx context.Context, spec emulate.Spec) ([]layers.Ent
 		return nil, fmt.Errorf("reading the step's changes: %w", err)
 	}
 	removeStubs(spec.Upper, res.Stubs)
-	s.stepDir = spec.Upper
-	return entries, nil
+	return &stepFiles{entries: entries, dir: spec.Upper}, nil
 }
 
 // runWalked runs the step on a private copy of the stage's files and
 // compares the copy with the stage afterwards: slower, for file systems
 // where overlayfs cannot be mounted.
-func (s *state) runWalked(ctx context.Context, spec emulate.Spec, step string) ([]layers.Entry, error) {
+func (s *state) runWalked(ctx context.Context, spec emulate.Spec, step string) (*stepFiles, error) {
 	old, err := s.b.rootfs(ctx, s.layers)
 	if err != nil {
 		return nil, err
@@ -149,9 +162,7 @@ func (s *state) runWalked(ctx context.Context, spec emulate.Spec, step string) (
 	if err != nil {
 		return nil, fmt.Errorf("comparing the step's files: %w", err)
 	}
-	s.stepDir = dir
-	s.dirs = nil // dir holds every layer: it replaces the stack below
-	return entries, nil
+	return &stepFiles{entries: entries, dir: dir, whole: true}, nil
 }
 
 // materialize puts the stage's files on disk as directories an overlay can

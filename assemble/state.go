@@ -36,7 +36,6 @@ type state struct {
 	cmdSet    bool     // CMD was set in this stage
 	dirs      []string // unpacked filesystem: one directory per layer group, bottom first
 	dirLayers int      // how many of layers dirs covers
-	stepDir   string   // the directory of the last RUN's changes
 
 	userDB       map[string][]byte // /etc/passwd and /etc/group, when read
 	userDBLayers int               // len(layers) when userDB was read
