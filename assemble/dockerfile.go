@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -127,10 +128,10 @@ func convert(file string, node *parser.Node) (*Instruction, error) {
 	}
 	for _, f := range node.Flags {
 		k, v, _ := strings.Cut(strings.TrimPrefix(f, "--"), "=")
-		if contains(laterFlags[in.Cmd], k) {
+		if slices.Contains(laterFlags[in.Cmd], k) {
 			return nil, fail("%s --%s is not supported yet", strings.ToUpper(in.Cmd), k)
 		}
-		if !strings.HasPrefix(f, "--") || !contains(allowedFlags[in.Cmd], k) {
+		if !strings.HasPrefix(f, "--") || !slices.Contains(allowedFlags[in.Cmd], k) {
 			return nil, fail("unknown flag for %s: %s", strings.ToUpper(in.Cmd), f)
 		}
 		in.Flags[k] = v
@@ -165,8 +166,8 @@ var instructions = map[string]struct{}{
 	"copy": {}, "add": {}, "run": {},
 }
 
-// ParseTrigger parses an ONBUILD trigger that a base image recorded.
-func ParseTrigger(file string, line int, trigger string) (*Instruction, error) {
+// parseTrigger parses an ONBUILD trigger that a base image recorded.
+func parseTrigger(file string, line int, trigger string) (*Instruction, error) {
 	res, err := parser.Parse(strings.NewReader(trigger))
 	if err != nil || len(res.AST.Children) != 1 {
 		return nil, &Error{File: file, Line: line, Err: fmt.Errorf("base image ONBUILD trigger %q: %v", trigger, err)}
@@ -226,13 +227,4 @@ func parseError(file string, err error) error {
 		}
 	}
 	return &Error{File: file, Line: line, Err: errors.New(msg)}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

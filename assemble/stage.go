@@ -225,7 +225,7 @@ func (b *builder) base(ctx context.Context, st *Stage, ref string, plat, target 
 func (b *builder) triggers(s *state, st *Stage) ([]*Instruction, error) {
 	var steps []*Instruction
 	for _, t := range s.cfg.Config.OnBuild {
-		in, err := ParseTrigger(b.df.Name, st.From.Line, t)
+		in, err := parseTrigger(b.df.Name, st.From.Line, t)
 		if err != nil {
 			return nil, err
 		}

@@ -163,12 +163,12 @@ func (l *Layer) Uncompressed() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Decompress(rc)
+	return decompress(rc)
 }
 
-// Decompress wraps a gzip, zstd or plain stream so that it reads as plain
+// decompress wraps a gzip, zstd or plain stream so that it reads as plain
 // bytes; the kind is told by the stream's first bytes.
-func Decompress(rc io.ReadCloser) (io.ReadCloser, error) {
+func decompress(rc io.ReadCloser) (io.ReadCloser, error) {
 	var head [4]byte
 	br := &peekReader{r: rc}
 	n, _ := io.ReadFull(br, head[:])

@@ -70,20 +70,35 @@ func tarTree(w io.Writer, dir string) error {
 	sort.Strings(files)
 	tw := tar.NewWriter(w)
 	for _, p := range files {
-		rel, _ := filepath.Rel(dir, p)
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		h := &tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if _, err := tw.Write(data); err != nil {
+		if err := tarFile(tw, dir, p); err != nil {
 			return err
 		}
 	}
 	return tw.Close()
+}
+
+// tarFile streams one file of the layout into the tarball: blobs can be
+// layers of any size.
+func tarFile(tw *tar.Writer, dir, p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(dir, p)
+	if err != nil {
+		return err
+	}
+	h := &tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, Size: fi.Size(), Typeflag: tar.TypeReg}
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	_, err = io.Copy(tw, f)
+	return err
 }
 
 // layoutScheme marks a reference to an OCI image layout, as BuildKit writes
