@@ -26,19 +26,31 @@ type caseOptions struct {
 	BuildArgs map[string]string `json:"buildArgs"`
 	Target    string            `json:"target"`
 	Labels    map[string]string `json:"labels"`
+	// Context names another case's folder to build, so that cases that
+	// differ only in options share one Dockerfile.
+	Context string `json:"context"`
 }
 
-func loadCase(t *testing.T, dir string) caseOptions {
-	t.Helper()
-	co := caseOptions{Platforms: []string{"linux/amd64", "linux/arm64"}}
-	data, err := os.ReadFile(filepath.Join(dir, "build.json"))
-	if err == nil {
-		err = json.Unmarshal(data, &co)
+// eachCase runs fn for every folder of testdata/<kind>, with its options
+// and the context to build.
+func eachCase(t *testing.T, kind string, fn func(t *testing.T, dir, ctxDir string, co caseOptions)) {
+	cases, _ := filepath.Glob(filepath.Join("..", "testdata", kind, "*"))
+	if len(cases) == 0 {
+		t.Fatalf("no %s cases found", kind)
 	}
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
+	for _, dir := range cases {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			co := caseOptions{Platforms: []string{"linux/amd64", "linux/arm64"}}
+			data, err := os.ReadFile(filepath.Join(dir, "build.json"))
+			if err == nil {
+				err = json.Unmarshal(data, &co)
+			}
+			if err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			fn(t, dir, filepath.Join(dir, co.Context), co)
+		})
 	}
-	return co
 }
 
 func (co caseOptions) apply(o *assemble.Options) {
@@ -48,37 +60,22 @@ func (co caseOptions) apply(o *assemble.Options) {
 // Golden builds: each testdata/build/<case> is a context with a Dockerfile;
 // want.json is what the images hold: config, history, and every layer entry.
 func TestGoldenBuilds(t *testing.T) {
-	cases, _ := filepath.Glob(filepath.Join("..", "testdata", "build", "*"))
-	if len(cases) == 0 {
-		t.Fatal("no golden cases found")
-	}
-	for _, dir := range cases {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			co := loadCase(t, dir)
-			res := mustBuild(t, dir, co.Platforms, co.apply)
-			got := describeResult(t, res)
-			golden(t, filepath.Join(dir, "want.json"), got)
-		})
-	}
+	eachCase(t, "build", func(t *testing.T, dir, ctxDir string, co caseOptions) {
+		res := mustBuild(t, ctxDir, co.Platforms, co.apply)
+		golden(t, filepath.Join(dir, "want.json"), describeResult(t, res))
+	})
 }
 
 // Invalid inputs: each testdata/invalid/<case> must fail with want.err.
 func TestInvalidDockerfiles(t *testing.T) {
-	cases, _ := filepath.Glob(filepath.Join("..", "testdata", "invalid", "*"))
-	if len(cases) == 0 {
-		t.Fatal("no invalid cases found")
-	}
-	for _, dir := range cases {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			co := loadCase(t, dir)
-			co.Platforms = co.Platforms[:1] // which platform fails first is a race
-			_, err := build(t, dir, co.Platforms, co.apply)
-			if err == nil {
-				t.Fatal("build succeeded, want an error")
-			}
-			golden(t, filepath.Join(dir, "want.err"), []byte(err.Error()+"\n"))
-		})
-	}
+	eachCase(t, "invalid", func(t *testing.T, dir, ctxDir string, co caseOptions) {
+		co.Platforms = co.Platforms[:1] // which platform fails first is a race
+		_, err := build(t, ctxDir, co.Platforms, co.apply)
+		if err == nil {
+			t.Fatal("build succeeded, want an error")
+		}
+		golden(t, filepath.Join(dir, "want.err"), []byte(err.Error()+"\n"))
+	})
 }
 
 func golden(t *testing.T, file string, got []byte) {
