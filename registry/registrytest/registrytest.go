@@ -45,20 +45,19 @@ func Require(t testing.TB, ok bool, format string, a ...any) {
 // Request is one request a registry received.
 type Request struct {
 	Method, Path string
+	Query        url.Values
 }
 
 // Log records the requests a registry received.
 type Log struct {
-	mu      sync.Mutex
-	reqs    []Request
-	uploads map[string]int
-	mounts  map[string]int
+	mu   sync.Mutex
+	reqs []Request
 }
 
 func (l *Log) add(r *http.Request) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.reqs = append(l.reqs, Request{r.Method, r.URL.Path})
+	l.reqs = append(l.reqs, Request{r.Method, r.URL.Path, r.URL.Query()})
 }
 
 // Requests returns what was received so far.
@@ -72,51 +71,39 @@ func (l *Log) Requests() []Request {
 func (l *Log) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.reqs, l.uploads, l.mounts = nil, nil, nil
+	l.reqs = nil
 }
 
 // BlobGets counts GET requests for the blob with this digest.
 func (l *Log) BlobGets(digest string) int {
-	n := 0
-	for _, r := range l.Requests() {
-		if r.Method == http.MethodGet && strings.HasSuffix(r.Path, "/blobs/"+digest) {
-			n++
-		}
-	}
-	return n
+	return l.count(func(r Request) bool {
+		return r.Method == http.MethodGet && strings.HasSuffix(r.Path, "/blobs/"+digest)
+	})
 }
 
 // Uploads counts finished blob uploads of this digest (a cross-repository
 // mount is not an upload).
 func (l *Log) Uploads(digest string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.uploads[digest]
+	return l.count(func(r Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.Path, "/blobs/uploads/") && r.Query.Get("digest") == digest
+	})
 }
 
 // Mounts counts cross-repository mount requests for this digest.
 func (l *Log) Mounts(digest string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.mounts[digest]
+	return l.count(func(r Request) bool {
+		return r.Method == http.MethodPost && r.Query.Get("mount") == digest
+	})
 }
 
-func (l *Log) addMount(digest string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.mounts == nil {
-		l.mounts = map[string]int{}
+func (l *Log) count(match func(Request) bool) int {
+	n := 0
+	for _, r := range l.Requests() {
+		if match(r) {
+			n++
+		}
 	}
-	l.mounts[digest]++
-}
-
-func (l *Log) addUpload(digest string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.uploads == nil {
-		l.uploads = map[string]int{}
-	}
-	l.uploads[digest]++
+	return n
 }
 
 // Memory starts an in-memory registry (go-containerregistry's) on a loopback
@@ -194,12 +181,6 @@ func logged(t testing.TB, addr string) (string, *Log) {
 func (l *Log) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.add(r)
-		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") {
-			l.addUpload(r.URL.Query().Get("digest"))
-		}
-		if r.Method == http.MethodPost && r.URL.Query().Get("mount") != "" {
-			l.addMount(r.URL.Query().Get("mount"))
-		}
 		h.ServeHTTP(w, r)
 	})
 }
