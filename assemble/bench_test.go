@@ -11,6 +11,7 @@ import (
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/assemble/testkit"
 	"github.com/manifold-build/manifold/emulate"
 	"github.com/manifold-build/manifold/layers"
 	"github.com/manifold-build/manifold/registry"
@@ -56,7 +57,7 @@ func BenchmarkSeedExampleTwoPlatforms(b *testing.B) {
 	base := assembletest.Busybox(b, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
 	plats := assembletest.Platforms(b, "linux/amd64", "linux/arm64")
 	cache := &layers.Cache{Dir: b.TempDir()}
-	ctxDir := filepath.Join(assembletest.RepoRoot(), "testdata", "examples", "curl-example")
+	ctxDir := filepath.Join(testkit.RepoRoot(), "testdata", "examples", "curl-example")
 	for b.Loop() {
 		epoch := assembletest.Epoch
 		res, err := assemble.Build(context.Background(), assemble.Options{

@@ -17,18 +17,19 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
 	"github.com/manifold-build/manifold/registry"
 )
 
 // Options describe one build.
 type Options struct {
-	Context    string            // the build context directory
-	Dockerfile string            // default Context/Dockerfile
-	Platforms  []v1.Platform     // default: the host's
-	BuildArgs  map[string]string // --build-arg
-	Labels     map[string]string // --label, set on the final image
-	Target     string            // the stage to build; default the last
+	Context    string              // the build context directory
+	Dockerfile string              // default Context/Dockerfile
+	Platforms  []platform.Platform // default: the host's
+	BuildArgs  map[string]string   // --build-arg
+	Labels     map[string]string   // --label, set on the final image
+	Target     string              // the stage to build; default the last
 	Registry   registry.Options
 	// Rootfs caches unpacked bases; required when a step needs files.
 	Rootfs *layers.Cache
@@ -40,8 +41,8 @@ type Options struct {
 	// WalkCapture captures RUN changes by comparing trees instead of with
 	// overlayfs (which is used, and falls back to this, by default).
 	WalkCapture bool
-	// Network is RUN's network when the step says none: "" (the host's) or
-	// "none".
+	// Network is the network of RUN steps whose --network flag does not
+	// say: "" or "host" (the host's), or "none".
 	Network     string
 	Compression layers.Compression
 	// DockerMediaTypes gives stages FROM scratch Docker's manifest and layer
@@ -90,7 +91,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	b.layerDir = res.dir
 	plats := o.Platforms
 	if len(plats) == 0 {
-		plats = []v1.Platform{registry.Host()}
+		plats = []platform.Platform{platform.Host()}
 	}
 	imgs := make([]PlatformImage, len(plats))
 	g, gctx := errgroup.WithContext(ctx)
@@ -106,7 +107,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			}
 			img, err := st.image()
 			if err != nil {
-				return fmt.Errorf("assembling image for %s: %w", registry.Format(p), err)
+				return fmt.Errorf("assembling image for %s: %w", p, err)
 			}
 			imgs[i] = PlatformImage{Platform: st.descPlatform(), Image: img}
 			return nil
@@ -132,6 +133,7 @@ type builder struct {
 	ctxDir  *contextDir
 	workDir string
 
+	sandbox  *sandbox
 	outMu    sync.Mutex // serializes step output lines
 	mu       sync.Mutex
 	sources  map[string]*sourceCall
@@ -174,6 +176,7 @@ func newBuilder(o Options) (*builder, error) {
 	if b.workDir, err = os.MkdirTemp(o.WorkDir, "manifold-build-"); err != nil {
 		return nil, err
 	}
+	b.sandbox = &sandbox{runner: o.Runner, rootfs: o.Rootfs, scratch: b.workDir, walk: o.WalkCapture}
 	return b, nil
 }
 
@@ -201,15 +204,15 @@ func (df *Dockerfile) stageByName(n string) *Stage {
 	return nil
 }
 
-func (b *builder) progress(p v1.Platform, format string, a ...any) {
+func (b *builder) progress(p platform.Platform, format string, a ...any) {
 	if b.o.Progress != nil {
 		b.outMu.Lock()
 		defer b.outMu.Unlock()
-		fmt.Fprintf(b.o.Progress, "[%s] %s\n", registry.Format(p), fmt.Sprintf(format, a...))
+		fmt.Fprintf(b.o.Progress, "[%s] %s\n", p, fmt.Sprintf(format, a...))
 	}
 }
 
-func (b *builder) target(ctx context.Context, p v1.Platform) (*state, error) {
+func (b *builder) target(ctx context.Context, p platform.Platform) (*state, error) {
 	st, _ := b.targetStage()
 	return b.stage(ctx, st, p)
 }
@@ -248,7 +251,7 @@ func (b *builder) orderLikeBase(imgs []PlatformImage) {
 	}
 	rank := func(p v1.Platform) int {
 		for i, d := range ms {
-			if registry.Matches(p, *d.Platform) {
+			if platform.FromOCI(p) == platform.FromOCI(*d.Platform) {
 				return i
 			}
 		}

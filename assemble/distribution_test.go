@@ -18,7 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/manifold-build/manifold/assemble/assembletest"
-	"github.com/manifold-build/manifold/registry"
+	"github.com/manifold-build/manifold/assemble/testkit"
+	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
@@ -78,13 +79,13 @@ CMD ["ls", "/opt"]
 				if err != nil {
 					t.Fatal(err)
 				}
-				bimg, err := baseIdx.Image(mustDigest(t, baseIdx, registry.Format(*d.Platform)))
+				bimg, err := baseIdx.Image(mustDigest(t, baseIdx, platform.FromOCI(*d.Platform).String()))
 				if err != nil {
 					t.Fatal(err)
 				}
 				bds, ds := digests(t, bimg), digests(t, img)
 				if !slices.Equal(ds[:len(bds)], bds) || len(ds) != len(bds)+3 {
-					t.Errorf("%s: layers %v, want the base's %v and 3 new", registry.Format(*d.Platform), ds, bds)
+					t.Errorf("%s: layers %v, want the base's %v and 3 new", platform.FromOCI(*d.Platform).String(), ds, bds)
 				}
 				if log.Mounts(bds[0]) == 0 {
 					t.Errorf("base layer %s was not mounted from the base's repository", bds[0])
@@ -112,7 +113,7 @@ CMD ["ls", "/opt"]
 				checkFile(t, root, "opt/tree/sub/b.txt", 0o644, 0, 0, "b\n")
 				checkFile(t, root, "opt/unpacked/inside/x.txt", 0o644, 0, 0, "x\n")
 				if _, err := os.Lstat(filepath.Join(root, "bin/busybox")); err != nil {
-					t.Errorf("%s: base file bin/busybox missing: %v", registry.Format(*d.Platform), err)
+					t.Errorf("%s: base file bin/busybox missing: %v", platform.FromOCI(*d.Platform).String(), err)
 				}
 			}
 		})
@@ -140,7 +141,7 @@ func checkPlatforms(t *testing.T, m *v1.IndexManifest, want []string) {
 func skopeo(t *testing.T, args ...string) {
 	t.Helper()
 	_, err := exec.LookPath("skopeo")
-	registrytest.Require(t, err == nil, "skopeo not installed (apt-get install skopeo)")
+	testkit.Require(t, err == nil, "skopeo not installed (apt-get install skopeo)")
 	if out, err := exec.Command("skopeo", args...).CombinedOutput(); err != nil {
 		t.Fatalf("skopeo %v: %v\n%s", args, err, out)
 	}
@@ -179,7 +180,7 @@ func readIndex(t *testing.T, file string) *v1.IndexManifest {
 func umociUnpack(t *testing.T, oci string, d v1.Descriptor, tag string) string {
 	t.Helper()
 	_, err := exec.LookPath("umoci")
-	registrytest.Require(t, err == nil, "umoci not installed (apt-get install umoci)")
+	testkit.Require(t, err == nil, "umoci not installed (apt-get install umoci)")
 	idxFile := filepath.Join(oci, "index.json")
 	var idx v1.IndexManifest
 	data, err := os.ReadFile(idxFile)
@@ -257,7 +258,7 @@ RUN rm /etc/group && rm -rf /usr/sbin && mkdir /usr/sbin && uname -m > /usr/sbin
 	skopeo(t, "copy", "--all", "--src-tls-verify=false", "docker://"+host+"/apps/wh:1", "oci:"+oci+":wh")
 	for i, d := range copiedIndex(t, oci, "wh").Manifests {
 		root := umociUnpack(t, oci, d, fmt.Sprintf("p%d", i))
-		p := registry.Format(*d.Platform)
+		p := platform.FromOCI(*d.Platform).String()
 		if _, err := os.Lstat(filepath.Join(root, "etc/group")); !os.IsNotExist(err) {
 			t.Errorf("%s: /etc/group survived its deletion (%v)", p, err)
 		}
@@ -266,7 +267,7 @@ RUN rm /etc/group && rm -rf /usr/sbin && mkdir /usr/sbin && uname -m > /usr/sbin
 		if err != nil || len(names) != 1 || names[0].Name() != "only" {
 			t.Errorf("%s: /usr/sbin holds %v (%v), want just the new file", p, names, err)
 		}
-		checkFile(t, root, "usr/sbin/only", 0o644, 0, 0, assembletest.Unames[p]+"\n")
+		checkFile(t, root, "usr/sbin/only", 0o644, 0, 0, assembletest.Machine(p)+"\n")
 		if _, err := os.Lstat(filepath.Join(root, "bin/busybox")); err != nil {
 			t.Errorf("%s: bin/busybox: %v", p, err)
 		}

@@ -55,15 +55,6 @@ func (s *state) hostPath(p string) (string, error) {
 	return layers.Lookup(s.dirs, p)
 }
 
-// rootfs returns one directory with all of the layers unpacked (cached by
-// chain ID): what COPY --from reads.
-func (b *builder) rootfs(ctx context.Context, ls []v1.Layer) (string, error) {
-	if b.o.Rootfs == nil {
-		return "", errors.New("no rootfs cache configured")
-	}
-	return b.o.Rootfs.Rootfs(ctx, ls)
-}
-
 // copySource is the tree a COPY reads: the context, or with --from a stage
 // or an image (for the stage's platform), unpacked.
 func (s *state) copySource(ctx context.Context, in *Instruction) (*sourceFS, error) {
@@ -95,7 +86,7 @@ func (s *state) copySource(ctx context.Context, in *Instruction) (*sourceFS, err
 			return nil, err
 		}
 	}
-	dir, err := s.b.rootfs(ctx, ls)
+	dir, err := s.b.sandbox.unpacked(ctx, ls)
 	if err != nil {
 		return nil, fmt.Errorf("unpacking --from=%s: %w", from, err)
 	}

@@ -15,7 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/manifold-build/manifold/assemble"
-	"github.com/manifold-build/manifold/registry"
+	"github.com/manifold-build/manifold/emulate/platform"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata/build and testdata/invalid")
@@ -111,7 +111,7 @@ func describeResult(t *testing.T, res *assemble.Result) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := imageSummary{Platform: registry.Format(pi.Platform), Config: cf.Config, Author: cf.Author}
+		s := imageSummary{Platform: platform.FromOCI(pi.Platform).String(), Config: cf.Config, Author: cf.Author}
 		for _, h := range cf.History {
 			line := h.CreatedBy
 			if h.EmptyLayer {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
 	"github.com/manifold-build/manifold/registry"
 )
@@ -121,9 +122,9 @@ func digests(t *testing.T, img v1.Image) []string {
 	return out
 }
 
-func mustDigest(t *testing.T, idx v1.ImageIndex, platform string) v1.Hash {
+func mustDigest(t *testing.T, idx v1.ImageIndex, plat string) v1.Hash {
 	t.Helper()
-	p, err := registry.ParsePlatform(platform)
+	p, err := platform.Parse(plat)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +133,11 @@ func mustDigest(t *testing.T, idx v1.ImageIndex, platform string) v1.Hash {
 		t.Fatal(err)
 	}
 	for _, d := range m.Manifests {
-		if d.Platform != nil && registry.Matches(p, *d.Platform) {
+		if d.Platform != nil && p.Matches(*d.Platform) {
 			return d.Digest
 		}
 	}
-	t.Fatalf("index has no %s", platform)
+	t.Fatalf("index has no %s", plat)
 	return v1.Hash{}
 }
 

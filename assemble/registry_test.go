@@ -11,7 +11,7 @@ import (
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/assembletest"
-	"github.com/manifold-build/manifold/registry"
+	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
@@ -58,7 +58,7 @@ func TestNoRunBuildFetchesNoBaseLayer(t *testing.T) {
 	}
 	var plats []string
 	for _, d := range m.Manifests {
-		plats = append(plats, registry.Format(*d.Platform))
+		plats = append(plats, platform.FromOCI(*d.Platform).String())
 	}
 	if want := []string{"linux/amd64", "linux/arm64"}; !slices.Equal(plats, want) {
 		t.Errorf("index platforms %v, want the base's order %v", plats, want)
@@ -70,9 +70,9 @@ func TestNoRunBuildFetchesNoBaseLayer(t *testing.T) {
 			t.Fatal(err)
 		}
 		ds := digests(t, img)
-		bimg, _ := baseIdx.Image(mustDigest(t, baseIdx, registry.Format(*d.Platform)))
+		bimg, _ := baseIdx.Image(mustDigest(t, baseIdx, platform.FromOCI(*d.Platform).String()))
 		if bds := digests(t, bimg); !slices.Equal(ds[:len(bds)], bds) {
-			t.Errorf("%s: base layers %v, want %v", registry.Format(*d.Platform), ds[:len(bds)], bds)
+			t.Errorf("%s: base layers %v, want %v", platform.FromOCI(*d.Platform).String(), ds[:len(bds)], bds)
 		}
 		newLayer = ds[len(ds)-1]
 		ls, _ := img.Layers()

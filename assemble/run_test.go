@@ -15,9 +15,10 @@ import (
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/assemble/testkit"
 	"github.com/manifold-build/manifold/emulate"
+	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
-	"github.com/manifold-build/manifold/registry"
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
@@ -39,7 +40,7 @@ func lastLayer(t *testing.T, img v1.Image) map[string]fileInfo {
 func TestSeedExampleOnSixPlatforms(t *testing.T) {
 	host, _ := registrytest.Memory(t)
 	base := assembletest.Busybox(t, host+"/library/busybox:1", false)
-	ctxDir := filepath.Join(assembletest.RepoRoot(), "testdata", "examples", "curl-example")
+	ctxDir := filepath.Join(testkit.RepoRoot(), "testdata", "examples", "curl-example")
 	res := mustBuild(t, ctxDir, assembletest.AllPlatforms, func(o *assemble.Options) {
 		withSandbox(o)
 		o.BuildArgs = map[string]string{"BASE": base.String()}
@@ -48,10 +49,10 @@ func TestSeedExampleOnSixPlatforms(t *testing.T) {
 		t.Fatalf("%d images, want 6", len(res.Images))
 	}
 	for _, pi := range res.Images {
-		p := registry.Format(pi.Platform)
+		p := platform.FromOCI(pi.Platform).String()
 		files := lastLayer(t, pi.Image)
-		if got := files["arch"].Data; got != assembletest.Unames[p]+"\n" {
-			t.Errorf("%s: /arch in the RUN layer holds %q, want %q", p, got, assembletest.Unames[p]+"\n")
+		if got := files["arch"].Data; got != assembletest.Machine(p)+"\n" {
+			t.Errorf("%s: /arch in the RUN layer holds %q, want %q", p, got, assembletest.Machine(p)+"\n")
 		}
 		for _, wh := range []string{"etc/.wh.group", "root/.wh..wh..opq", "root/.made-by-run"} {
 			if _, ok := files[wh]; !ok {
@@ -223,7 +224,7 @@ RUN cat /tools-arch /cross > /both
 `, base)})
 	cr := &countingRunner{Runner: &emulate.Sandbox{}}
 	res := mustBuild(t, ctxDir, []string{"linux/amd64", "linux/arm64", "linux/s390x"}, func(o *assemble.Options) { o.Runner = cr })
-	hostArch := registry.Format(registry.Host())
+	hostArch := platform.Host().String()
 	count := map[string]int{}
 	for _, r := range cr.runs {
 		switch {
@@ -244,7 +245,7 @@ RUN cat /tools-arch /cross > /both
 	for _, pi := range res.Images {
 		want := fmt.Sprintf("x86_64\n%s from x86_64\n", pi.Platform.Architecture)
 		if got := lastLayer(t, pi.Image)["both"].Data; got != want {
-			t.Errorf("%s: /both = %q, want %q", registry.Format(pi.Platform), got, want)
+			t.Errorf("%s: /both = %q, want %q", platform.FromOCI(pi.Platform).String(), got, want)
 		}
 	}
 }

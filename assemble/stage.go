@@ -7,9 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/manifold-build/manifold/registry"
+	"github.com/manifold-build/manifold/emulate/platform"
 )
 
 // stageCall shares one build of a stage among the platforms that need the
@@ -21,7 +19,7 @@ type stageCall struct {
 	err  error
 }
 
-func (b *builder) stage(ctx context.Context, st *Stage, target v1.Platform) (*state, error) {
+func (b *builder) stage(ctx context.Context, st *Stage, target platform.Platform) (*state, error) {
 	key, _, err := b.stageKey(st, target, 0)
 	if err != nil {
 		return nil, err
@@ -39,7 +37,7 @@ func (b *builder) stage(ctx context.Context, st *Stage, target v1.Platform) (*st
 
 // stageKey names a stage's result: the stage, the platform it runs on and,
 // when its outcome depends on it (dependent), the target platform.
-func (b *builder) stageKey(st *Stage, target v1.Platform, depth int) (key string, dependent bool, err error) {
+func (b *builder) stageKey(st *Stage, target platform.Platform, depth int) (key string, dependent bool, err error) {
 	if depth > len(b.df.Stages) {
 		return "", false, b.df.errorf(st.From, "stages refer to each other in a cycle")
 	}
@@ -55,27 +53,27 @@ func (b *builder) stageKey(st *Stage, target v1.Platform, depth int) (key string
 		}
 		dependent = dependent || d
 	}
-	key = fmt.Sprintf("%d@%s", st.Index, registry.Format(plat))
+	key = fmt.Sprintf("%d@%s", st.Index, plat)
 	if dependent {
-		key += "/target=" + registry.Format(target)
+		key += "/target=" + target.String()
 	}
 	return key, dependent, nil
 }
 
 // stagePlatform is the platform a stage runs on, and whether it was chosen by
 // the target platform.
-func (b *builder) stagePlatform(st *Stage, target v1.Platform) (v1.Platform, bool, error) {
+func (b *builder) stagePlatform(st *Stage, target platform.Platform) (platform.Platform, bool, error) {
 	flag, ok := st.From.Flags["platform"]
 	if !ok {
 		return target, true, nil
 	}
 	s, used, err := b.df.expand(flag, b.metaEnv(target))
 	if err != nil {
-		return v1.Platform{}, false, b.df.errorf(st.From, "%v", err)
+		return platform.Platform{}, false, b.df.errorf(st.From, "%v", err)
 	}
-	p, err := registry.ParsePlatform(s)
+	p, err := platform.Parse(s)
 	if err != nil {
-		return v1.Platform{}, false, b.df.errorf(st.From, "%v", err)
+		return platform.Platform{}, false, b.df.errorf(st.From, "%v", err)
 	}
 	return p, usesTarget(used), nil
 }
@@ -148,7 +146,7 @@ func (b *builder) checkStageRefs() error {
 	return nil
 }
 
-func (b *builder) buildStage(ctx context.Context, st *Stage, target v1.Platform) (*state, error) {
+func (b *builder) buildStage(ctx context.Context, st *Stage, target platform.Platform) (*state, error) {
 	plat, _, err := b.stagePlatform(st, target)
 	if err != nil {
 		return nil, err
@@ -185,15 +183,15 @@ func (b *builder) buildStage(ctx context.Context, st *Stage, target v1.Platform)
 
 // located gives err the place it happened, unless it already has one (an
 // error of a stage this one builds on).
-func (b *builder) located(in *Instruction, plat v1.Platform, err error) error {
+func (b *builder) located(in *Instruction, plat platform.Platform, err error) error {
 	var e *Error
 	if errors.As(err, &e) {
 		return err
 	}
-	return &Error{File: b.df.Name, Line: in.Line, Step: in.String(), Platform: registry.Format(plat), Err: err}
+	return &Error{File: b.df.Name, Line: in.Line, Step: in.String(), Platform: plat.String(), Err: err}
 }
 
-func (b *builder) base(ctx context.Context, st *Stage, ref string, plat, target v1.Platform) (*state, error) {
+func (b *builder) base(ctx context.Context, st *Stage, ref string, plat, target platform.Platform) (*state, error) {
 	if strings.EqualFold(ref, "scratch") {
 		return newScratchState(b, st, plat, target), nil
 	}
@@ -237,7 +235,7 @@ func (b *builder) triggers(s *state, st *Stage) ([]*Instruction, error) {
 
 // metaEnv is the environment FROM lines expand in: the automatic platform
 // arguments and the ARGs before the first FROM.
-func (b *builder) metaEnv(target v1.Platform) []string {
+func (b *builder) metaEnv(target platform.Platform) []string {
 	env := platformArgs(target)
 	for _, in := range b.df.MetaArgs {
 		for _, a := range in.Args {
@@ -256,25 +254,18 @@ func (b *builder) metaEnv(target v1.Platform) []string {
 }
 
 // platformArgs are BuildKit's automatic TARGET* and BUILD* arguments.
-func platformArgs(target v1.Platform) []string {
-	build := registry.Host()
+func platformArgs(target platform.Platform) []string {
+	build := platform.Host()
 	return []string{
-		"TARGETPLATFORM=" + registry.Format(target),
+		"TARGETPLATFORM=" + target.String(),
 		"TARGETOS=" + target.OS,
 		"TARGETARCH=" + target.Architecture,
-		"TARGETVARIANT=" + variantArg(target),
-		"BUILDPLATFORM=" + registry.Format(build),
+		"TARGETVARIANT=" + target.TargetVariant(),
+		"BUILDPLATFORM=" + build.String(),
 		"BUILDOS=" + build.OS,
 		"BUILDARCH=" + build.Architecture,
-		"BUILDVARIANT=" + variantArg(build),
+		"BUILDVARIANT=" + build.TargetVariant(),
 	}
-}
-
-func variantArg(p v1.Platform) string {
-	if p.Architecture == "arm64" && p.Variant == "v8" {
-		return ""
-	}
-	return p.Variant
 }
 
 // setEnv sets k=v in an environment list, keeping the order of first use.

@@ -11,7 +11,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/manifold-build/manifold/registry"
+	"github.com/manifold-build/manifold/emulate"
+	"github.com/manifold-build/manifold/emulate/platform"
 )
 
 // defaultPath is the PATH BuildKit gives a stage whose base sets none.
@@ -22,8 +23,8 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 type state struct {
 	b        *builder
 	stage    *Stage
-	platform v1.Platform // the platform the stage runs on
-	target   v1.Platform // the platform the build is for
+	platform platform.Platform // the platform the stage runs on
+	target   platform.Platform // the platform the build is for
 
 	base      v1.Image
 	baseDesc  *v1.Descriptor
@@ -37,11 +38,11 @@ type state struct {
 	dirs      []string // unpacked filesystem: one directory per layer group, bottom first
 	dirLayers int      // how many of layers dirs covers
 
-	userDB       map[string][]byte // /etc/passwd and /etc/group, when read
-	userDBLayers int               // len(layers) when userDB was read
+	userDB       *emulate.Users // /etc/passwd and /etc/group, when read
+	userDBLayers int            // len(layers) when userDB was read
 }
 
-func newScratchState(b *builder, st *Stage, plat, target v1.Platform) *state {
+func newScratchState(b *builder, st *Stage, plat, target platform.Platform) *state {
 	cfg := &v1.ConfigFile{
 		OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant,
 		RootFS: v1.RootFS{Type: "layers"},
@@ -55,7 +56,7 @@ func newScratchState(b *builder, st *Stage, plat, target v1.Platform) *state {
 	return &state{b: b, stage: st, platform: plat, target: target, base: img, mediaType: mt, cfg: cfg}
 }
 
-func newImageState(b *builder, st *Stage, plat, target v1.Platform, img v1.Image, desc *v1.Descriptor) (*state, error) {
+func newImageState(b *builder, st *Stage, plat, target platform.Platform, img v1.Image, desc *v1.Descriptor) (*state, error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -77,7 +78,7 @@ func newImageState(b *builder, st *Stage, plat, target v1.Platform, img v1.Image
 }
 
 // child starts stage st on top of this finished stage.
-func (s *state) child(st *Stage, target v1.Platform) *state {
+func (s *state) child(st *Stage, target platform.Platform) *state {
 	c := *s
 	c.stage, c.target = st, target
 	c.cfg = s.cfg.DeepCopy()
@@ -211,5 +212,5 @@ func (s *state) descPlatform() v1.Platform {
 	if s.baseDesc != nil && s.baseDesc.Platform != nil {
 		return *s.baseDesc.Platform
 	}
-	return registry.Normalize(v1.Platform{OS: s.cfg.OS, Architecture: s.cfg.Architecture, Variant: s.cfg.Variant})
+	return platform.FromOCI(v1.Platform{OS: s.cfg.OS, Architecture: s.cfg.Architecture, Variant: s.cfg.Variant}).OCI()
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/manifold-build/manifold/emulate/platform"
 )
 
 // binfmtDir is where the host's binfmt_misc is mounted.
@@ -20,7 +22,7 @@ const binfmtDir = "/proc/sys/fs/binfmt_misc"
 // when given, else on PATH. Debian's qemu takes the P flag (keep argv[0])
 // only when called through its <name>-binfmt-P link, so that link is
 // preferred where it exists.
-func interpreter(emu emulator, p Platform, qemuDir string) (string, error) {
+func interpreter(emu emulator, p platform.Platform, qemuDir string) (string, error) {
 	name := "qemu-" + emu.qemu + "-static"
 	var path string
 	if qemuDir != "" {

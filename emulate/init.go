@@ -40,6 +40,7 @@ type initReport struct {
 	Started bool     `json:",omitempty"`
 	Error   string   `json:",omitempty"`
 	Overlay bool     `json:",omitempty"` // the error is overlayfs failing to mount
+	Signal  int      `json:",omitempty"` // at the end: the signal that killed the command
 }
 
 // Main runs the sandbox init when this process was started as one, and then
@@ -87,9 +88,9 @@ func runInit() int {
 		return fail("reading sandbox config: %v", err)
 	}
 	stubs, err := setupRoot(&cfg)
-	var oe *OverlayError
+	var oe *overlayError
 	if errors.As(err, &oe) {
-		json.NewEncoder(report).Encode(initReport{Error: oe.Err.Error(), Overlay: true})
+		json.NewEncoder(report).Encode(initReport{Error: oe.msg, Overlay: true})
 		return 125
 	}
 	if err != nil {
@@ -109,8 +110,11 @@ func runInit() int {
 	if err := json.NewEncoder(report).Encode(initReport{Stubs: stubs, Started: true}); err != nil {
 		return 125
 	}
-	report.Close()
-	return reap(proc.Pid)
+	code, sig := reap(proc.Pid)
+	if sig != 0 {
+		json.NewEncoder(report).Encode(initReport{Signal: sig})
+	}
+	return code
 }
 
 // startCommand resolves the user, the working directory and the program,
@@ -178,9 +182,9 @@ func mkdirOwned(dir string, uid, gid int) error {
 }
 
 // reap waits for the command, reaping every orphan on the way, and returns
-// the command's exit status. When the init exits, the kernel ends every
-// other process of the step's PID namespace.
-func reap(main int) int {
+// the command's exit status, or the signal that killed it. When the init
+// exits, the kernel ends every other process of the step's PID namespace.
+func reap(main int) (code, signal int) {
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, 0, nil)
@@ -188,15 +192,15 @@ func reap(main int) int {
 			continue
 		}
 		if err != nil {
-			return 125
+			return 125, 0
 		}
 		if pid != main {
 			continue
 		}
 		if ws.Signaled() {
-			return 128 + int(ws.Signal())
+			return 128 + int(ws.Signal()), int(ws.Signal())
 		}
-		return ws.ExitStatus()
+		return ws.ExitStatus(), 0
 	}
 }
 

@@ -63,7 +63,7 @@ func mountRootfs(cfg *initConfig, root string) error {
 		err = mountOverlayStack(root, lower, cfg.Upper, cfg.Work)
 	}
 	if err != nil {
-		return &OverlayError{Err: err}
+		return &overlayError{msg: err.Error()}
 	}
 	return nil
 }
@@ -104,11 +104,11 @@ func mountOverlayStack(root string, lower []string, upper, work string) error {
 	return unix.MoveMount(mfd, "", unix.AT_FDCWD, root, unix.MOVE_MOUNT_F_EMPTY_PATH)
 }
 
-// OverlayError says overlayfs could not be mounted for a step.
-type OverlayError struct{ Err error }
+// overlayError says overlayfs could not be mounted for a step: Run then
+// falls back to a copy of the root filesystem, where it was given one.
+type overlayError struct{ msg string }
 
-func (e *OverlayError) Error() string { return "mounting overlayfs: " + e.Err.Error() }
-func (e *OverlayError) Unwrap() error { return e.Err }
+func (e *overlayError) Error() string { return "mounting overlayfs: " + e.msg }
 
 // stubber makes mount points inside the root, never through a symlink, and
 // remembers what it had to create.

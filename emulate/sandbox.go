@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/manifold-build/manifold/emulate/platform"
 )
 
 // Sandbox runs commands in root filesystems, each in new namespaces, under
@@ -34,7 +36,8 @@ type Sandbox struct {
 }
 
 // Run runs spec.Argv in the sandbox and waits for it. A command that exits
-// non-zero gives an *ExitError.
+// non-zero gives an *ExitError, with the Result still telling where its
+// changes are.
 func (s *Sandbox) Run(ctx context.Context, spec Spec) (*Result, error) {
 	if len(spec.Argv) == 0 {
 		return nil, errors.New("no command to run")
@@ -43,46 +46,99 @@ func (s *Sandbox) Run(ctx context.Context, spec Spec) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(spec.Lower) > 0 {
-		for _, d := range []string{spec.Upper, spec.Work} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return nil, err
-			}
+	defer cleanup()
+	if len(spec.Lower) == 0 {
+		res.Rootfs = spec.Rootfs
+		return res, s.runIn(ctx, spec, cfg, res)
+	}
+	if spec.Scratch == "" {
+		return nil, errors.New("no scratch directory for the step's changes")
+	}
+	cfg.Upper, cfg.Work = filepath.Join(spec.Scratch, "upper"), filepath.Join(spec.Scratch, "work")
+	for _, d := range []string{cfg.Upper, cfg.Work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
 		}
 	}
-	defer cleanup()
+	res.Upper = cfg.Upper
+	err = s.runIn(ctx, spec, cfg, res)
+	var oe *overlayError
+	if !errors.As(err, &oe) || spec.Unpack == nil {
+		return res, err
+	}
+	return s.runUnpacked(ctx, spec, cfg, res, oe)
+}
+
+// runUnpacked runs the step again on a writable copy of the whole root
+// filesystem, where overlayfs could not be mounted.
+func (s *Sandbox) runUnpacked(ctx context.Context, spec Spec, cfg *initConfig, res *Result, why *overlayError) (*Result, error) {
+	if spec.Stderr != nil {
+		fmt.Fprintf(spec.Stderr, "%v: running on a copy of the root filesystem instead\n", why)
+	}
+	os.RemoveAll(res.Upper)
+	os.RemoveAll(cfg.Work)
+	dir := filepath.Join(spec.Scratch, "rootfs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := spec.Unpack(dir); err != nil {
+		return nil, fmt.Errorf("unpacking the root filesystem: %w", err)
+	}
+	cfg.Lower, cfg.Upper, cfg.Work, cfg.Rootfs = nil, "", "", dir
+	res.Upper, res.Rootfs = "", dir
+	return res, s.runIn(ctx, spec, cfg, res)
+}
+
+// runIn runs the init on cfg and, once it is done, takes the mount points
+// it made out of the tree that holds the changes.
+func (s *Sandbox) runIn(ctx context.Context, spec Spec, cfg *initConfig, res *Result) error {
 	scratch, err := os.MkdirTemp("", "manifold-step-")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.RemoveAll(scratch)
 	cfg.Merged = filepath.Join(scratch, "root")
 	if err := os.Mkdir(cfg.Merged, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.Shared, err = copyHostFiles(scratch, "/etc/resolv.conf", "/etc/hosts"); err != nil {
-		return nil, err
+		return err
 	}
-	ids, err := idMappings()
-	if err != nil {
-		return nil, err
-	}
-	res.IDMap = ids.result()
-	cfg.SetgroupsDenied = ids.setgroupsDenied
-	report, err := s.start(ctx, spec, cfg, ids)
+	cfg.SetgroupsDenied = res.ids.setgroupsDenied
+	report, err := s.start(ctx, spec, cfg, res.ids)
 	if report != nil {
-		res.Stubs = report.Stubs
+		changed := res.Upper
+		if changed == "" {
+			changed = res.Rootfs
+		}
+		removeStubs(changed, report.Stubs)
 	}
-	return res, err
+	return err
 }
 
-// prepare works out how the platform runs and what the init must do.
+// removeStubs takes the sandbox's empty mount points out of the tree that
+// holds a step's changes, deepest first; one the step filled stays.
+func removeStubs(dir string, stubs []string) {
+	for i := len(stubs) - 1; i >= 0; i-- {
+		p := filepath.Join(dir, stubs[i])
+		if fi, err := os.Lstat(p); err == nil && (fi.IsDir() || fi.Size() == 0) {
+			os.Remove(p) // fails, as it should, on a directory the step filled
+		}
+	}
+}
+
+// prepare works out how the platform runs, what the init must do, and
+// what must be undone afterwards (always: cleanup is never nil).
 func (s *Sandbox) prepare(spec Spec) (*initConfig, *Result, func(), error) {
 	nop := func() {}
 	if len(spec.Lower) == 0 && spec.Rootfs == "" {
 		return nil, nil, nop, errors.New("no root filesystem given")
 	}
-	ex, err := plan(hostArch(), spec.Platform)
+	ex, err := plan(platform.Host(), spec.Platform)
+	if err != nil {
+		return nil, nil, nop, err
+	}
+	ids, err := idMappings()
 	if err != nil {
 		return nil, nil, nop, err
 	}
@@ -91,11 +147,11 @@ func (s *Sandbox) prepare(spec Spec) (*initConfig, *Result, func(), error) {
 		hostname = "manifold"
 	}
 	cfg := &initConfig{
-		Lower: spec.Lower, Upper: spec.Upper, Work: spec.Work, Rootfs: spec.Rootfs,
+		Lower: spec.Lower, Rootfs: spec.Rootfs,
 		Argv: spec.Argv, Env: spec.Env, User: spec.User, Workdir: spec.Workdir,
 		Hostname: hostname, NoNetwork: spec.Network == "none", Personality: ex.personality,
 	}
-	res := &Result{}
+	res := &Result{ids: ids}
 	if ex.native {
 		return cfg, res, nop, nil
 	}
@@ -104,23 +160,31 @@ func (s *Sandbox) prepare(spec Spec) (*initConfig, *Result, func(), error) {
 		return nil, nil, nop, err
 	}
 	res.Emulator = interp
+	remove, err := s.binfmt(cfg, ex.emu, interp, spec.Platform)
+	if err != nil {
+		return nil, nil, nop, err
+	}
+	return cfg, res, remove, nil
+}
+
+// binfmt chooses how the kernel hands the platform's binaries to qemu: a
+// private binfmt_misc instance, a host handler, or (as root, when asked)
+// a host registration for the step, which the returned func removes.
+func (s *Sandbox) binfmt(cfg *initConfig, emu emulator, interp string, p platform.Platform) (func(), error) {
+	nop := func() {}
 	switch {
 	case !s.HostBinfmt && privateBinfmt():
-		cfg.Binfmt = registration("qemu-"+ex.emu.qemu, ex.emu, interp)
-		return cfg, res, nop, nil
-	case hasHostHandler(ex.emu):
-		return cfg, res, nop, nil
+		cfg.Binfmt = registration("qemu-"+emu.qemu, emu, interp)
+		return nop, nil
+	case hasHostHandler(emu):
+		return nop, nil
 	case s.HostBinfmt && os.Geteuid() == 0:
-		remove, err := hostRegister(ex.emu, interp)
-		if err != nil {
-			return nil, nil, nop, err
-		}
-		return cfg, res, remove, nil
+		return hostRegister(emu, interp)
 	case s.HostBinfmt:
-		return nil, nil, nop, fmt.Errorf("running %s: no host binfmt_misc handler serves it, and registering one takes root", spec.Platform)
+		return nil, fmt.Errorf("running %s: no host binfmt_misc handler serves it, and registering one takes root", p)
 	}
-	return nil, nil, nop, fmt.Errorf("running %s needs binfmt_misc: this kernel has no private instances (Linux 6.7+) "+
-		"and no host handler with flag F serves it; as root, --binfmt=host registers one for the build", spec.Platform)
+	return nil, fmt.Errorf("running %s needs binfmt_misc: this kernel has no private instances (Linux 6.7+) "+
+		"and no host handler with flag F serves it; as root, --binfmt=host registers one for the build", p)
 }
 
 // copyHostFiles copies host files the step gets to see into dir: the step
@@ -182,8 +246,12 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 		return nil, fmt.Errorf("configuring sandbox: %w", err)
 	}
 	cfgW.Close()
-	var report initReport
-	repErr := json.NewDecoder(bufio.NewReader(repR)).Decode(&report)
+	var report, end initReport
+	dec := json.NewDecoder(bufio.NewReader(repR))
+	repErr := dec.Decode(&report)
+	if repErr == nil && report.Started {
+		dec.Decode(&end) // the command's end, when the init saw it
+	}
 	waitErr := cmd.Wait()
 	if ctx.Err() != nil {
 		return &report, ctx.Err()
@@ -191,7 +259,7 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 	if repErr != nil && repErr != io.EOF {
 		return nil, fmt.Errorf("sandbox init: %w (%v)", repErr, waitErr)
 	}
-	return &report, report.outcome(waitErr)
+	return &report, report.outcome(end, waitErr)
 }
 
 // initCommand is the re-executed binary as the init of new namespaces.
@@ -216,16 +284,21 @@ func (s *Sandbox) initCommand(ctx context.Context, spec Spec, noNetwork bool, id
 	return cmd
 }
 
-// outcome turns what the init reported and how it ended into the run's
-// error: a set-up failure, or the command's exit status.
-func (r *initReport) outcome(waitErr error) error {
+// outcome turns what the init reported, at the start and at the end of
+// the command, and how the init ended into the run's error: a set-up
+// failure, or the command's exit status or signal.
+func (r *initReport) outcome(end initReport, waitErr error) error {
 	switch {
 	case r.Overlay:
-		return &OverlayError{Err: errors.New(r.Error)}
+		return &overlayError{msg: r.Error}
 	case r.Error != "":
 		return errors.New(r.Error)
+	case !r.Started && waitErr != nil:
+		return fmt.Errorf("the sandbox ended before its command started: %w", waitErr)
 	case !r.Started:
-		return fmt.Errorf("the sandbox ended before its command started: %v", waitErr)
+		return errors.New("the sandbox ended before its command started")
+	case end.Signal != 0:
+		return &ExitError{Code: 128 + end.Signal, Signal: end.Signal}
 	}
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
@@ -238,7 +311,8 @@ func (r *initReport) outcome(waitErr error) error {
 // root; as another user, that user as root and its /etc/subuid range above
 // (through newuidmap), or just that user as root.
 type idPlan struct {
-	uids, gids      []IDRange
+	uids, gids      []idRange
+	identity        bool // every ID maps to itself
 	external        bool // newuidmap/newgidmap write the maps
 	setgroupsDenied bool
 }
@@ -256,9 +330,9 @@ func idMappings() (*idPlan, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &idPlan{uids: uids, gids: gids}, nil
+		return &idPlan{uids: uids, gids: gids, identity: true}, nil
 	}
-	p := &idPlan{uids: []IDRange{{0, uid, 1}}, gids: []IDRange{{0, gid, 1}}}
+	p := &idPlan{uids: []idRange{{0, uid, 1}}, gids: []idRange{{0, gid, 1}}}
 	u, err := user.Current()
 	if err != nil {
 		return nil, err
@@ -268,8 +342,8 @@ func idMappings() (*idPlan, error) {
 	_, errU := exec.LookPath("newuidmap")
 	_, errG := exec.LookPath("newgidmap")
 	if okU && okG && errU == nil && errG == nil {
-		p.uids = append(p.uids, IDRange{1, su.Host, su.Size})
-		p.gids = append(p.gids, IDRange{1, sg.Host, sg.Size})
+		p.uids = append(p.uids, idRange{1, su.host, su.size})
+		p.gids = append(p.gids, idRange{1, sg.host, sg.size})
 		p.external = true
 		return p, nil
 	}
@@ -279,27 +353,27 @@ func idMappings() (*idPlan, error) {
 
 // identity maps every ID of the current namespace to itself, from its
 // uid_map or gid_map.
-func identity(file string) ([]IDRange, error) {
+func identity(file string) ([]idRange, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
-	var out []IDRange
+	var out []idRange
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		var inside, outside, size int
 		if _, err := fmt.Sscan(line, &inside, &outside, &size); err != nil {
 			return nil, fmt.Errorf("reading %s: %w", file, err)
 		}
-		out = append(out, IDRange{Container: inside, Host: inside, Size: size})
+		out = append(out, idRange{container: inside, host: inside, size: size})
 	}
 	return out, nil
 }
 
 // subIDs reads the first range of name (or uid) in /etc/subuid or subgid.
-func subIDs(file, name string, uid int) (IDRange, bool) {
+func subIDs(file, name string, uid int) (idRange, bool) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return IDRange{}, false
+		return idRange{}, false
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Split(strings.TrimSpace(line), ":")
@@ -309,10 +383,10 @@ func subIDs(file, name string, uid int) (IDRange, bool) {
 		start, err1 := strconv.Atoi(f[1])
 		size, err2 := strconv.Atoi(f[2])
 		if err1 == nil && err2 == nil && size > 0 {
-			return IDRange{Host: start, Size: size}, true
+			return idRange{host: start, size: size}, true
 		}
 	}
-	return IDRange{}, false
+	return idRange{}, false
 }
 
 func (p *idPlan) apply(a *syscall.SysProcAttr) {
@@ -320,10 +394,10 @@ func (p *idPlan) apply(a *syscall.SysProcAttr) {
 		return
 	}
 	for _, r := range p.uids {
-		a.UidMappings = append(a.UidMappings, syscall.SysProcIDMap{ContainerID: r.Container, HostID: r.Host, Size: r.Size})
+		a.UidMappings = append(a.UidMappings, syscall.SysProcIDMap{ContainerID: r.container, HostID: r.host, Size: r.size})
 	}
 	for _, r := range p.gids {
-		a.GidMappings = append(a.GidMappings, syscall.SysProcIDMap{ContainerID: r.Container, HostID: r.Host, Size: r.Size})
+		a.GidMappings = append(a.GidMappings, syscall.SysProcIDMap{ContainerID: r.container, HostID: r.host, Size: r.size})
 	}
 	a.GidMappingsEnableSetgroups = !p.setgroupsDenied
 }
@@ -336,11 +410,11 @@ func (p *idPlan) mapExternally(pid int, ready io.Writer) error {
 	}
 	for _, m := range []struct {
 		tool   string
-		ranges []IDRange
+		ranges []idRange
 	}{{"newuidmap", p.uids}, {"newgidmap", p.gids}} {
 		args := []string{strconv.Itoa(pid)}
 		for _, r := range m.ranges {
-			args = append(args, strconv.Itoa(r.Container), strconv.Itoa(r.Host), strconv.Itoa(r.Size))
+			args = append(args, strconv.Itoa(r.container), strconv.Itoa(r.host), strconv.Itoa(r.size))
 		}
 		if out, err := exec.Command(m.tool, args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("%s %v: %v: %s", m.tool, args, err, strings.TrimSpace(string(out)))
@@ -350,9 +424,3 @@ func (p *idPlan) mapExternally(pid int, ready io.Writer) error {
 	return err
 }
 
-func (p *idPlan) result() *IDMap {
-	if os.Getuid() == 0 {
-		return nil
-	}
-	return &IDMap{UIDs: p.uids, GIDs: p.gids}
-}

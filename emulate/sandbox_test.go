@@ -5,13 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/manifold-build/manifold/assemble/testkit"
 	"github.com/manifold-build/manifold/emulate"
-	"github.com/manifold-build/manifold/registry/registrytest"
+	"github.com/manifold-build/manifold/emulate/platform"
 )
 
 func TestMain(m *testing.M) {
@@ -19,66 +21,71 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fixture returns the busybox root filesystem layers for a Go arch.
-func fixture(t *testing.T, arch string) []string {
+func mustPlatform(t *testing.T, s string) platform.Platform {
 	t.Helper()
-	dir := os.Getenv("MANIFOLD_FIXTURES")
-	if dir == "" {
-		dir = "/var/cache/manifold-fixtures"
+	p, err := platform.Parse(s)
+	if err != nil {
+		t.Fatal(err)
 	}
-	main := filepath.Join(dir, arch, "main")
-	_, err := os.Stat(filepath.Join(main, "bin", "busybox"))
-	registrytest.Require(t, err == nil, "busybox fixture in %s (testdata/fixtures/busybox-rootfs.sh)", dir)
-	return []string{main, filepath.Join(dir, arch, "etc")}
+	return p
 }
 
-func run(t *testing.T, p emulate.Platform, argv ...string) (string, *emulate.Result, error) {
+func run(t *testing.T, p platform.Platform, argv ...string) (string, *emulate.Result, error) {
 	t.Helper()
-	up := t.TempDir()
 	var out bytes.Buffer
 	res, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
 		Platform: p,
-		Lower:    fixture(t, p.Arch),
-		Upper:    filepath.Join(up, "upper"), Work: filepath.Join(up, "work"),
-		Argv: argv, Env: []string{"PATH=/bin:/sbin:/usr/bin"},
+		Lower:    testkit.Layers(t, p.String()),
+		Scratch:  t.TempDir(),
+		Argv:     argv, Env: []string{"PATH=/bin:/sbin:/usr/bin"},
 		Stdout: &out, Stderr: &out,
 	})
 	return out.String(), res, err
 }
 
-func TestUnameOnEveryPlatform(t *testing.T) {
-	for _, tc := range []struct {
-		p    emulate.Platform
-		want string
-	}{
-		{emulate.Platform{Arch: "amd64"}, "x86_64"},
-		{emulate.Platform{Arch: "386"}, "i686"},
-		{emulate.Platform{Arch: "arm64", Variant: "v8"}, "aarch64"},
-		{emulate.Platform{Arch: "arm", Variant: "v7"}, "armv7l"},
-		{emulate.Platform{Arch: "ppc64le"}, "ppc64le"},
-		{emulate.Platform{Arch: "s390x"}, "s390x"},
-	} {
-		t.Run(tc.p.String(), func(t *testing.T) {
-			out, res, err := run(t, tc.p, "uname", "-m")
+// Every platform manifold knows runs: natively, under the personality that
+// makes amd64 a 386, or under qemu through a private binfmt_misc instance.
+func TestEveryPlatformRuns(t *testing.T) {
+	for _, p := range platform.Known() {
+		t.Run(p.String(), func(t *testing.T) {
+			out, res, err := run(t, p, "/bin/archinfo")
 			if err != nil {
 				t.Fatalf("run: %v\n%s", err, out)
 			}
-			if strings.TrimSpace(out) != tc.want {
-				t.Errorf("uname -m printed %q, want %q", out, tc.want)
+			want := fmt.Sprintf("goarch=%s goarm=%s machine=%s ", p.Architecture, goarm(p), p.Machine())
+			if !strings.HasPrefix(out, want) {
+				t.Errorf("archinfo printed %q, want it to start %q", out, want)
 			}
-			if (res.Emulator == "") != (tc.p.Arch == "amd64" || tc.p.Arch == "386") {
-				t.Errorf("emulator %q for %s", res.Emulator, tc.p)
+			if native := p.Architecture == "amd64" || p.Architecture == "386"; (res.Emulator == "") != native {
+				t.Errorf("emulator %q for %s", res.Emulator, p)
 			}
 		})
 	}
 }
 
+func goarm(p platform.Platform) string {
+	if p.Architecture == "arm" {
+		return strings.TrimPrefix(p.Variant, "v")
+	}
+	return "-"
+}
+
 func TestExitStatusAndSandbox(t *testing.T) {
-	p := emulate.Platform{Arch: "arm64", Variant: "v8"}
-	_, _, err := run(t, p, "sh", "-c", "exit 3")
-	var ee *emulate.ExitError
-	if !errors.As(err, &ee) || ee.Code != 3 {
-		t.Fatalf("exit 3 gave %v", err)
+	p := mustPlatform(t, "linux/arm64")
+	for _, tc := range []struct {
+		script    string
+		code, sig int
+		message   string
+	}{
+		{"exit 3", 3, 0, "exit status 3"},
+		{"exit 243", 243, 0, "exit status 243"},
+		{"kill -TERM $$", 128 + 15, 15, "killed by signal 15"},
+	} {
+		_, _, err := run(t, p, "sh", "-c", tc.script)
+		var ee *emulate.ExitError
+		if !errors.As(err, &ee) || ee.Code != tc.code || ee.Signal != tc.sig || err.Error() != tc.message {
+			t.Errorf("%s gave %v (%+v), want %q", tc.script, err, ee, tc.message)
+		}
 	}
 	out, _, err := run(t, p, "sh", "-c", "echo $$; hostname; ls /dev; (echo x >> /etc/resolv.conf) 2>/dev/null && echo writable; cat /proc/1/cmdline | tr '\\0' ' '")
 	if err != nil {
@@ -94,25 +101,59 @@ func TestExitStatusAndSandbox(t *testing.T) {
 	}
 }
 
-// An overlay that cannot be mounted is reported as such, so that callers
-// can fall back to comparing trees.
-func TestOverlayFailureIsTyped(t *testing.T) {
-	up := t.TempDir()
-	_, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
-		Platform: emulate.Platform{Arch: "amd64"},
-		Lower:    []string{filepath.Join(up, "missing")},
-		Upper:    filepath.Join(up, "upper"), Work: filepath.Join(up, "work"),
-		Argv: []string{"true"},
-	})
-	var oe *emulate.OverlayError
-	if !errors.As(err, &oe) {
-		t.Errorf("error %v (%T), want an *emulate.OverlayError", err, err)
+// Where overlayfs cannot be mounted, the step runs on a tree that Unpack
+// fills, and the result says so; without Unpack it is an error that says
+// what failed.
+func TestOverlayFailureFallsBackToUnpack(t *testing.T) {
+	dir := t.TempDir()
+	spec := emulate.Spec{
+		Platform: mustPlatform(t, "linux/amd64"),
+		Lower:    []string{filepath.Join(dir, "missing")},
+		Scratch:  filepath.Join(dir, "scratch"),
+		Argv:     []string{"sh", "-c", "echo hi > /made"}, Env: []string{"PATH=/bin"},
+	}
+	if _, err := (&emulate.Sandbox{}).Run(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "mounting overlayfs") {
+		t.Errorf("no fallback: error %v, want one about mounting overlayfs", err)
+	}
+	os.RemoveAll(spec.Scratch)
+	spec.Unpack = func(d string) error { return os.CopyFS(d, os.DirFS(testkit.Layers(t, "linux/amd64")[0])) }
+	var out bytes.Buffer
+	spec.Stderr = &out
+	res, err := (&emulate.Sandbox{}).Run(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("with Unpack: %v", err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(res.Rootfs, "made")); res.Upper != "" || string(data) != "hi\n" {
+		t.Errorf("Upper %q, Rootfs %q holding %q; want the unpacked tree changed", res.Upper, res.Rootfs, data)
+	}
+	if !strings.Contains(out.String(), "running on a copy of the root filesystem") {
+		t.Errorf("the step's stderr does not say it fell back: %q", out.String())
+	}
+}
+
+// The upper directory holds the step's changes and nothing of the
+// sandbox's: the mount points it made for /proc, /dev and /etc/resolv.conf
+// are gone.
+func TestUpperHoldsOnlyTheStepsChanges(t *testing.T) {
+	out, res, err := run(t, mustPlatform(t, "linux/arm64"), "sh", "-c", "mkdir -p /srv && echo x > /srv/new && rm /bin/cat")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, gone := range []string{"proc", "dev", "etc/resolv.conf", "etc/hosts"} {
+		if _, err := os.Lstat(filepath.Join(res.Upper, gone)); err == nil {
+			t.Errorf("upper holds the sandbox's mount point %s", gone)
+		}
+	}
+	for _, kept := range []string{"srv/new", "bin/cat"} {
+		if _, err := os.Lstat(filepath.Join(res.Upper, kept)); err != nil {
+			t.Errorf("upper lacks the step's change %s: %v", kept, err)
+		}
 	}
 }
 
 // A stack of layers longer than mount(2)'s one page of options mounts.
 func TestLongLayerStack(t *testing.T) {
-	lower := fixture(t, "amd64")
+	lower := testkit.Layers(t, "linux/amd64")
 	base := filepath.Join(t.TempDir(), strings.Repeat("a-long-directory-name-", 5))
 	for i := range 60 {
 		d := filepath.Join(base, fmt.Sprintf("layer-%02d", i))
@@ -122,11 +163,10 @@ func TestLongLayerStack(t *testing.T) {
 		os.WriteFile(filepath.Join(d, fmt.Sprintf("f%02d", i)), nil, 0o644)
 		lower = append(lower, d)
 	}
-	up := t.TempDir()
 	var out bytes.Buffer
 	_, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
-		Platform: emulate.Platform{Arch: "amd64"},
-		Lower:    lower, Upper: filepath.Join(up, "upper"), Work: filepath.Join(up, "work"),
+		Platform: mustPlatform(t, "linux/amd64"),
+		Lower:    lower, Scratch: t.TempDir(),
 		Argv: []string{"sh", "-c", "ls / | grep -c '^f'"}, Env: []string{"PATH=/bin"},
 		Stdout: &out, Stderr: &out,
 	})
@@ -137,7 +177,7 @@ func TestLongLayerStack(t *testing.T) {
 
 // Every process of a step ends with it, even one left in the background.
 func TestBackgroundProcessesEndWithTheStep(t *testing.T) {
-	out, _, err := run(t, emulate.Platform{Arch: "amd64"}, "sh", "-c", "sleep 271828 & echo started")
+	out, _, err := run(t, mustPlatform(t, "linux/amd64"), "sh", "-c", "sleep 271828 & echo started")
 	if err != nil || out != "started\n" {
 		t.Fatalf("run: %v, %q", err, out)
 	}
@@ -150,31 +190,30 @@ func TestBackgroundProcessesEndWithTheStep(t *testing.T) {
 }
 
 func TestMissingProgramExits127(t *testing.T) {
-	out, _, err := run(t, emulate.Platform{Arch: "arm64"}, "no-such-program")
+	out, _, err := run(t, mustPlatform(t, "linux/arm64"), "no-such-program")
 	var ee *emulate.ExitError
 	if !errors.As(err, &ee) || ee.Code != 127 || !strings.Contains(out, "no-such-program: executable file not found") {
 		t.Errorf("got %v, output %q; want exit status 127 and a message", err, out)
 	}
 }
 
-// By default a step has the host's network; with "none", only loopback.
+// By default a step has the host's network: it sees a socket the test
+// listens on on the host's loopback; with "none" it has a network of its
+// own, with no such socket.
 func TestNetworkModes(t *testing.T) {
-	host, err := os.ReadFile("/proc/net/dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostIfaces := strings.Count(string(host), ":")
-	for network, want := range map[string]int{"": hostIfaces, "none": 1} {
-		up := t.TempDir()
+	l := testkit.Listen(t)
+	port := fmt.Sprintf(":%04X ", l.Addr().(*net.TCPAddr).Port)
+	look := "grep -q '" + port + "' /proc/net/tcp && echo seen || echo unseen"
+	for network, want := range map[string]string{"": "seen", "none": "unseen"} {
 		var out bytes.Buffer
 		_, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
-			Platform: emulate.Platform{Arch: "amd64"}, Lower: fixture(t, "amd64"),
-			Upper: filepath.Join(up, "u"), Work: filepath.Join(up, "w"), Network: network,
-			Argv: []string{"sh", "-c", "grep -c : /proc/net/dev"}, Env: []string{"PATH=/bin:/usr/bin"},
+			Platform: mustPlatform(t, "linux/amd64"), Lower: testkit.Layers(t, "linux/amd64"),
+			Scratch: t.TempDir(), Network: network,
+			Argv: []string{"sh", "-c", look}, Env: []string{"PATH=/bin:/usr/bin"},
 			Stdout: &out, Stderr: &out,
 		})
-		if err != nil || strings.TrimSpace(out.String()) != fmt.Sprint(want) {
-			t.Errorf("network %q: %v, %q interfaces; want %d", network, err, out.String(), want)
+		if err != nil || strings.TrimSpace(out.String()) != want {
+			t.Errorf("network %q: %v, printed %q; want %q", network, err, out.String(), want)
 		}
 	}
 }
@@ -183,8 +222,8 @@ func TestNetworkModes(t *testing.T) {
 // makes its mount writable again cannot change the host's files.
 func TestStepCannotChangeHostFiles(t *testing.T) {
 	before, err := os.ReadFile("/etc/hosts")
-	registrytest.Require(t, err == nil, "/etc/hosts on the host")
-	out, _, err := run(t, emulate.Platform{Arch: "amd64"}, "sh", "-c",
+	testkit.Require(t, err == nil, "/etc/hosts on the host")
+	out, _, err := run(t, mustPlatform(t, "linux/amd64"), "sh", "-c",
 		"grep -q localhost /etc/hosts && echo seen; mount -o remount,rw,bind /etc/hosts && echo 127.0.0.9 evil >> /etc/hosts && echo wrote")
 	if err != nil || !strings.Contains(out, "seen") || !strings.Contains(out, "wrote") {
 		t.Fatalf("run: %v\n%s", err, out)

@@ -3,18 +3,25 @@ package emulate
 import (
 	"fmt"
 	"io"
+
+	"github.com/manifold-build/manifold/emulate/platform"
 )
 
-// Spec is one command to run in a root filesystem.
+// Spec is one command to run over a root filesystem.
 type Spec struct {
-	Platform Platform
-	// The root filesystem: Lower directories (bottom first, never written)
-	// under an overlay whose changes go to Upper, with Work as overlayfs's
-	// work directory on Upper's file system. Or, without Lower, the
-	// directory Rootfs itself, written in place.
-	Lower  []string
-	Upper  string
-	Work   string
+	Platform platform.Platform
+	// Lower are the root filesystem's directories, bottom first, in
+	// overlayfs's format; they are never written. The command's changes go
+	// to an upper directory that the run makes in Scratch, an empty
+	// directory on a disk (not tmpfs: overlayfs needs xattrs there).
+	Lower   []string
+	Scratch string
+	// Unpack fills an empty directory with the whole root filesystem, to
+	// run in and change in place where overlayfs cannot be mounted; nil
+	// makes that an error.
+	Unpack func(dir string) error
+	// Rootfs, instead of Lower, is a directory to run in and change in
+	// place.
 	Rootfs string
 
 	Argv     []string
@@ -28,52 +35,57 @@ type Spec struct {
 	Stdout, Stderr io.Writer
 }
 
-// Result tells what a run left that is not the command's doing.
+// Result is where a run left the command's changes, with nothing of the
+// sandbox's own in them (the mount points it made are gone).
 type Result struct {
-	// Stubs are paths (absolute in the rootfs) the sandbox created as
-	// mount points, in creation order: they belong to no layer.
-	Stubs []string
-	// IDMap maps host IDs back to IDs in the rootfs (nil: the same).
-	IDMap *IDMap
+	// Upper holds the changes in overlayfs's format, to stack on
+	// Spec.Lower: deletions are 0/0 character devices, a replaced
+	// directory carries an opaque xattr. Set when the run went through an
+	// overlay.
+	Upper string
+	// Rootfs is the whole tree the command ran in and changed: Spec.Rootfs,
+	// or the tree Spec.Unpack made when overlayfs could not be mounted.
+	Rootfs string
 	// Emulator is the qemu binary that ran the command, "" when native.
 	Emulator string
+
+	ids *idPlan
 }
 
-// IDMap is a user namespace's mapping of container IDs to host IDs.
-type IDMap struct {
-	UIDs, GIDs []IDRange
-}
-
-// IDRange maps Size IDs from Container on to Host.
-type IDRange struct {
-	Container, Host, Size int
-}
-
-// ToContainer maps a host uid and gid back into the container.
-func (m *IDMap) ToContainer(uid, gid int) (int, int) {
-	if m == nil {
+// ContainerIDs maps an owner found on disk in Upper or Rootfs back to the
+// IDs the command saw (they differ when the sandbox ran in a user
+// namespace of its own).
+func (r *Result) ContainerIDs(uid, gid int) (int, int) {
+	if r.ids == nil || r.ids.identity {
 		return uid, gid
 	}
-	return back(m.UIDs, uid), back(m.GIDs, gid)
+	return back(r.ids.uids, uid), back(r.ids.gids, gid)
 }
 
-func back(rs []IDRange, id int) int {
+// idRange maps size IDs from container on to host.
+type idRange struct {
+	container, host, size int
+}
+
+func back(rs []idRange, id int) int {
 	for _, r := range rs {
-		if id >= r.Host && id < r.Host+r.Size {
-			return r.Container + id - r.Host
+		if id >= r.host && id < r.host+r.size {
+			return r.container + id - r.host
 		}
 	}
 	return 65534 // nobody: unmapped
 }
 
-// ExitError is a command that ran and exited with a non-zero status.
+// ExitError is a command that ran and exited with a non-zero status, or
+// was killed by a signal.
 type ExitError struct {
-	Code int
+	Code   int // the exit status, or 128 + the signal as a shell reports it
+	Signal int // the signal that killed the command, 0 when it exited
 }
 
 func (e *ExitError) Error() string {
-	if e.Code > 128 {
-		return fmt.Sprintf("exit status %d (signal %d)", e.Code, e.Code-128)
+	if e.Signal != 0 {
+		return fmt.Sprintf("killed by signal %d", e.Signal)
 	}
 	return fmt.Sprintf("exit status %d", e.Code)
 }

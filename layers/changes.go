@@ -16,9 +16,6 @@ import (
 
 // ChangeOptions tune how a step's changes become layer entries.
 type ChangeOptions struct {
-	// Skip holds paths (relative, no leading slash) that the sandbox made
-	// as mount points: they are not changes of the step.
-	Skip map[string]bool
 	// IDs maps the owners found on disk back to the image's; nil keeps them.
 	IDs func(uid, gid int) (int, int)
 }
@@ -57,9 +54,6 @@ func (c *changes) dir(rel string) ([]Entry, error) {
 			continue
 		}
 		if !fi.IsDir() {
-			if c.o.Skip[p] {
-				continue
-			}
 			e, err := EntryFor(host, p)
 			if err != nil {
 				return nil, err
@@ -72,7 +66,7 @@ func (c *changes) dir(rel string) ([]Entry, error) {
 			return nil, err
 		}
 		opaque := isOpaque(host)
-		if len(sub) == 0 && !opaque && (c.o.Skip[p] || !c.dirChanged(p, fi)) {
+		if len(sub) == 0 && !opaque && !c.dirChanged(p, fi) {
 			continue
 		}
 		e, err := EntryFor(host, p)

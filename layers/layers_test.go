@@ -15,7 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
-	"github.com/manifold-build/manifold/registry/registrytest"
+	"github.com/manifold-build/manifold/assemble/testkit"
 )
 
 // mkLayer makes a layer from headers, in the order given (no sorting), so
@@ -316,7 +316,7 @@ func TestLayerInAFileMatchesOneInMemory(t *testing.T) {
 }
 
 func TestLookupFollowsTheOverlayView(t *testing.T) {
-	registrytest.Require(t, os.Geteuid() == 0, "root, to make whiteouts (0/0 character devices)")
+	testkit.Require(t, os.Geteuid() == 0, "root, to make whiteouts (0/0 character devices)")
 	low, mid, top := t.TempDir(), t.TempDir(), t.TempDir()
 	mk := func(root, name, data string) {
 		p := filepath.Join(root, name)
@@ -355,7 +355,7 @@ func TestLookupFollowsTheOverlayView(t *testing.T) {
 
 // security.capability travels from a layer to the disk and back.
 func TestFileCapabilitiesRoundTrip(t *testing.T) {
-	registrytest.Require(t, os.Geteuid() == 0, "root, to set security.capability")
+	testkit.Require(t, os.Geteuid() == 0, "root, to set security.capability")
 	capV2 := string([]byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}) // cap_net_bind_service, v2
 	e := file("ping", "binary")
 	e.PAXRecords = map[string]string{paxXattr + "security.capability": capV2}
@@ -376,7 +376,7 @@ func TestFileCapabilitiesRoundTrip(t *testing.T) {
 
 // Device nodes, fifos, owners and times survive an unpack as root.
 func TestUnpackNodesOwnersAndTimes(t *testing.T) {
-	registrytest.Require(t, os.Geteuid() == 0, "root, to make device nodes and give files away")
+	testkit.Require(t, os.Geteuid() == 0, "root, to make device nodes and give files away")
 	when := time.Unix(1234567890, 0)
 	null := Entry{Header: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}}
 	fifo := Entry{Header: tar.Header{Name: "run/fifo", Typeflag: tar.TypeFifo, Mode: 0o600}}

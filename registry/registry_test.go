@@ -20,43 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/registry"
 )
-
-func TestParsePlatformAndMatch(t *testing.T) {
-	for _, tc := range []struct {
-		in, want string
-		variant  string
-	}{
-		{"linux/amd64", "linux/amd64", ""},
-		{"linux/arm64", "linux/arm64", "v8"},
-		{"linux/arm64/v8", "linux/arm64", "v8"},
-		{"linux/arm", "linux/arm/v7", "v7"},
-		{"linux/arm/v6", "linux/arm/v6", "v6"},
-		{"linux/i386", "linux/386", ""},
-		{"arm64", "linux/arm64", "v8"},
-	} {
-		p, err := registry.ParsePlatform(tc.in)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.in, err)
-		}
-		if got := registry.Format(p); got != tc.want || p.Variant != tc.variant {
-			t.Errorf("%s: got %s variant %q, want %s variant %q", tc.in, got, p.Variant, tc.want, tc.variant)
-		}
-	}
-	for _, bad := range []string{"", "linux/", "windows/amd64", "a/b/c/d"} {
-		if _, err := registry.ParsePlatform(bad); err == nil {
-			t.Errorf("%q parsed, want an error", bad)
-		}
-	}
-	arm64 := v1.Platform{OS: "linux", Architecture: "arm64"}
-	if !registry.Matches(arm64, v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}) {
-		t.Error("linux/arm64 does not match linux/arm64/v8")
-	}
-	if registry.Matches(v1.Platform{OS: "linux", Architecture: "arm", Variant: "v6"}, v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}) {
-		t.Error("arm/v6 matches arm/v7")
-	}
-}
 
 // failing serves a registry but refuses manifest PUTs whose body is an index.
 func failing(t *testing.T) string {
@@ -157,14 +123,14 @@ func TestStorePutAndOpen(t *testing.T) {
 	if got != want {
 		t.Errorf("store gives %s for the tag, want the newer %s", got, want)
 	}
-	img, _, err := src.ForPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})
+	img, _, err := src.ForPlatform(mustPlatform(t, "linux/amd64"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := img.ConfigFile(); err != nil {
 		t.Errorf("reading stored image config: %v", err)
 	}
-	_, _, err = src.ForPlatform(v1.Platform{OS: "linux", Architecture: "s390x"})
+	_, _, err = src.ForPlatform(mustPlatform(t, "linux/s390x"))
 	if err == nil || !strings.Contains(err.Error(), "it has linux/amd64") {
 		t.Errorf("missing platform error %v, want one listing the platforms there are", err)
 	}
@@ -189,10 +155,10 @@ func TestSinglePlatformSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := src.ForPlatform(v1.Platform{OS: "linux", Architecture: "arm64"}); err != nil {
+	if _, _, err := src.ForPlatform(mustPlatform(t, "linux/arm64")); err != nil {
 		t.Errorf("linux/arm64 of a linux/arm64/v8 image: %v", err)
 	}
-	_, _, err = src.ForPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})
+	_, _, err = src.ForPlatform(mustPlatform(t, "linux/amd64"))
 	if err == nil || !strings.Contains(err.Error(), "single-platform image for linux/arm64, not linux/amd64") {
 		t.Errorf("linux/amd64 of a linux/arm64 image: %v", err)
 	}
@@ -219,4 +185,13 @@ func TestStorePutsDoNotLoseNames(t *testing.T) {
 			t.Errorf("app:%d: %v", i, err)
 		}
 	}
+}
+
+func mustPlatform(t *testing.T, s string) platform.Platform {
+	t.Helper()
+	p, err := platform.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

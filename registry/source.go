@@ -9,6 +9,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/manifold-build/manifold/emulate/platform"
 )
 
 // Source is an image or image index that was looked up but not read: only
@@ -86,15 +88,15 @@ func (s *Source) Manifests() ([]v1.Descriptor, error) {
 
 // ForPlatform picks the variant for p. Only the chosen manifest is read
 // (and, for a single-platform source, its config to check the platform).
-func (s *Source) ForPlatform(p v1.Platform) (v1.Image, *v1.Descriptor, error) {
+func (s *Source) ForPlatform(p platform.Platform) (v1.Image, *v1.Descriptor, error) {
 	if s.Index == nil {
 		cf, err := s.Image.ConfigFile()
 		if err != nil {
 			return nil, nil, err
 		}
 		have := cf.Platform()
-		if have == nil || !Matches(p, *have) {
-			return nil, nil, fmt.Errorf("%s is a single-platform image for %s, not %s", s.Name, formatPtr(have), Format(p))
+		if have == nil || !p.Matches(*have) {
+			return nil, nil, fmt.Errorf("%s is a single-platform image for %s, not %s", s.Name, formatPtr(have), p)
 		}
 		d, err := partial.Descriptor(s.Image)
 		if err != nil {
@@ -109,21 +111,21 @@ func (s *Source) ForPlatform(p v1.Platform) (v1.Image, *v1.Descriptor, error) {
 	}
 	var have []string
 	for _, d := range ms {
-		if Matches(p, *d.Platform) {
+		if p.Matches(*d.Platform) {
 			img, err := s.Index.Image(d.Digest)
 			if err != nil {
-				return nil, nil, fmt.Errorf("reading %s for %s: %w", s.Name, Format(p), err)
+				return nil, nil, fmt.Errorf("reading %s for %s: %w", s.Name, p, err)
 			}
 			return img, &d, nil
 		}
-		have = append(have, Format(*d.Platform))
+		have = append(have, platform.FromOCI(*d.Platform).String())
 	}
-	return nil, nil, fmt.Errorf("%s has no variant for %s (it has %s)", s.Name, Format(p), strings.Join(have, ", "))
+	return nil, nil, fmt.Errorf("%s has no variant for %s (it has %s)", s.Name, p, strings.Join(have, ", "))
 }
 
 func formatPtr(p *v1.Platform) string {
 	if p == nil {
 		return "an unknown platform"
 	}
-	return Format(*p)
+	return platform.FromOCI(*p).String()
 }

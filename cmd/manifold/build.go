@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/manifold-build/manifold/assemble"
+	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
 	"github.com/manifold-build/manifold/registry"
 )
@@ -44,7 +45,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringVar(&f.store, "store", registry.DefaultStoreDir(), "the local image store (env MANIFOLD_STORE)")
 	fs.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "where unpacked base images and the build's scratch files are kept")
 	fs.StringVar(&f.compression, "compression", "gzip", "layer compression: gzip or zstd")
-	fs.StringVar(&f.network, "network", "default", "network of RUN steps: default (the host's) or none")
+	fs.StringVar(&f.network, "network", "default", "network of RUN steps without --network: default or host (the host's), or none (loopback only)")
 	f.sandbox.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -70,7 +71,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 
 func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Options, *destination, error) {
 	var o assemble.Options
-	plats, err := registry.ParsePlatforms(f.platforms)
+	plats, err := platform.ParseList(f.platforms)
 	if err != nil {
 		return o, nil, usageError{err}
 	}
@@ -93,8 +94,9 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	if f.progress != "auto" && f.progress != "plain" && f.progress != "quiet" {
 		return o, nil, usagef("--progress must be auto, plain or quiet, not %q", f.progress)
 	}
-	if f.network != "default" && f.network != "host" && f.network != "none" {
-		return o, nil, usagef("--network must be default, host or none, not %q", f.network)
+	network, err := networkFlag(f.network)
+	if err != nil {
+		return o, nil, err
 	}
 	runner, err := f.sandbox.sandbox()
 	if err != nil {
@@ -108,7 +110,7 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	o = assemble.Options{
 		Context: contextDir, Dockerfile: f.file, Platforms: plats, BuildArgs: args,
 		Labels: labels, Target: f.target, Registry: ro, Compression: comp, Epoch: epoch,
-		Jobs: f.jobs, DockerMediaTypes: dest.dockerTypes, Runner: runner, Network: strings.TrimPrefix(f.network, "default"),
+		Jobs: f.jobs, DockerMediaTypes: dest.dockerTypes, Runner: runner, Network: network,
 		WorkDir: filepath.Join(f.cacheDir, "tmp"),
 		Rootfs:  &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
 	}

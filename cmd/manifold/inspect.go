@@ -11,15 +11,16 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/registry"
 )
 
 func runInspect(ctx context.Context, args []string, out, errOut io.Writer) error {
 	var raw bool
-	var platform, store string
+	var plat, store string
 	fs := flagSet("inspect", "[flags] IMAGE", errOut)
 	fs.BoolVar(&raw, "raw", false, "print the manifest (or, with --platform, that platform's manifest) as JSON")
-	fs.StringVar(&platform, "platform", "", "show only this platform's image")
+	fs.StringVar(&plat, "platform", "", "show only this platform's image")
 	fs.StringVar(&store, "store", registry.DefaultStoreDir(), "the local image store, looked in before any registry")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -31,8 +32,8 @@ func runInspect(ctx context.Context, args []string, out, errOut io.Writer) error
 	if err != nil {
 		return err
 	}
-	if platform != "" {
-		p, err := registry.ParsePlatform(platform)
+	if plat != "" {
+		p, err := platform.Parse(plat)
 		if err != nil {
 			return usageError{err}
 		}
@@ -84,7 +85,7 @@ func describe(out io.Writer, src *registry.Source) error {
 	fmt.Fprintln(out, "\nManifests:")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for _, d := range ms {
-		fmt.Fprintf(tw, "  %s\t%s\t%d bytes\n", registry.Format(*d.Platform), d.Digest, d.Size)
+		fmt.Fprintf(tw, "  %s\t%s\t%d bytes\n", platform.FromOCI(*d.Platform), d.Digest, d.Size)
 	}
 	tw.Flush()
 	for _, d := range ms {
@@ -109,11 +110,11 @@ func describeImage(out io.Writer, img v1.Image, desc *v1.Descriptor) error {
 	if err != nil {
 		return err
 	}
-	p := registry.Normalize(v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant})
+	p := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
 	if desc != nil && desc.Platform != nil {
 		p = *desc.Platform
 	}
-	fmt.Fprintf(out, "%s:\n", registry.Format(p))
+	fmt.Fprintf(out, "%s:\n", platform.FromOCI(p))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  Platform:\t%s\n", strings.TrimSuffix(cf.OS+"/"+cf.Architecture+"/"+cf.Variant, "/"))
 	fmt.Fprintf(tw, "  Config:\t%s\n", m.Config.Digest)

@@ -14,10 +14,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/assemble/testkit"
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
-var seedDir = filepath.Join(assembletest.RepoRoot(), "testdata", "examples", "curl-example")
+var seedDir = filepath.Join(testkit.RepoRoot(), "testdata", "examples", "curl-example")
 
 // The seed example end to end against the real registry: built and pushed
 // for six platforms in one call, then run on each: manifold run prints what
@@ -36,8 +37,8 @@ func TestSeedExamplePushedThenRunOnEachPlatform(t *testing.T) {
 	}
 	for _, p := range assembletest.AllPlatforms {
 		code, out, errOut := manifold(t, "run", "--platform", p, tag)
-		if code != 0 || out != assembletest.Unames[p]+"\n" {
-			t.Errorf("run --platform %s %s (its CMD cat /arch): exit %d, printed %q (%s); want %q", p, tag, code, out, errOut, assembletest.Unames[p])
+		if code != 0 || out != assembletest.Machine(p)+"\n" {
+			t.Errorf("run --platform %s %s (its CMD cat /arch): exit %d, printed %q (%s); want %q", p, tag, code, out, errOut, assembletest.Machine(p))
 		}
 	}
 	code, out, _ := manifold(t, "run", "--platform", "linux/arm64", tag, "uname", "-m")
@@ -87,8 +88,8 @@ func TestFailingRunLeavesTagsAlone(t *testing.T) {
 // the host for the foreign platform, leaves none behind: once for a user
 // with an /etc/subuid range (newuidmap maps it), once for one without.
 func TestRootlessBuildLeavesHostBinfmtAlone(t *testing.T) {
-	registrytest.Require(t, os.Geteuid() == 0, "root, to create the unprivileged users")
-	registrytest.LockHost(t, "binfmt")
+	testkit.Require(t, os.Geteuid() == 0, "root, to create the unprivileged users")
+	testkit.LockHost(t, "binfmt")
 	restore := disableHostQemu(t)
 	defer restore()
 	before := hostBinfmt(t)

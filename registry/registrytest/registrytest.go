@@ -5,6 +5,7 @@
 package registrytest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -18,29 +19,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/manifold-build/manifold/assemble/testkit"
 )
-
-// InCI tells whether the tests run in CI, where a missing prerequisite is a
-// failure and never a skip.
-func InCI() bool { return os.Getenv("CI") == "true" }
-
-// Require skips the test when ok is false, or fails it in CI.
-func Require(t testing.TB, ok bool, format string, a ...any) {
-	t.Helper()
-	if ok {
-		return
-	}
-	msg := fmt.Sprintf(format, a...)
-	if InCI() {
-		t.Fatalf("prerequisite missing in CI: %s", msg)
-	}
-	t.Skipf("prerequisite missing: %s", msg)
-}
 
 // Request is one request a registry received.
 type Request struct {
@@ -118,14 +103,14 @@ func Memory(t testing.TB) (string, *Log) {
 }
 
 // Distribution starts Debian's docker-registry (the CNCF distribution
-// registry) on a free 127.0.0.1 port, storing in a temporary directory, and
-// returns the host:port of a logging proxy in front of it.
+// registry) on a unix socket, storing in a temporary directory, and returns
+// the host:port (on 127.0.0.1) of a logging proxy in front of it.
 func Distribution(t testing.TB) (string, *Log) {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
-	Require(t, err == nil, "docker-registry not installed (apt-get install docker-registry)")
+	testkit.Require(t, err == nil, "docker-registry not installed (apt-get install docker-registry)")
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	sock := filepath.Join(dir, "registry.sock")
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: error
@@ -137,8 +122,9 @@ storage:
   delete:
     enabled: true
 http:
+  net: unix
   addr: %s
-`, filepath.Join(dir, "data"), addr)
+`, filepath.Join(dir, "data"), sock)
 	cfgFile := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -154,25 +140,31 @@ http:
 		cmd.Wait()
 		out.Close()
 	})
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + addr + "/v2/")
+		resp, err := (&http.Client{Transport: tr}).Get("http://registry/v2/")
 		if err == nil {
 			resp.Body.Close()
-			return logged(t, addr)
+			return logged(t, tr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	logged, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
-	t.Fatalf("docker-registry did not answer on %s:\n%s", addr, logged)
+	t.Fatalf("docker-registry did not answer on %s:\n%s", sock, logged)
 	return "", nil
 }
 
-// logged puts a logging reverse proxy in front of the registry at addr.
-func logged(t testing.TB, addr string) (string, *Log) {
+// logged puts a logging reverse proxy, on a loopback port, in front of the
+// registry that tr reaches.
+func logged(t testing.TB, tr http.RoundTripper) (string, *Log) {
 	rl := &Log{}
-	target, _ := url.Parse("http://" + addr)
+	target, _ := url.Parse("http://registry")
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = tr
 	srv := httptest.NewServer(rl.wrap(proxy))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://"), rl
@@ -183,28 +175,4 @@ func (l *Log) wrap(h http.Handler) http.Handler {
 		l.add(r)
 		h.ServeHTTP(w, r)
 	})
-}
-
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// LockHost holds a lock, shared by every test process of the machine, for
-// the rest of the test: for tests that change host-wide state (the host's
-// binfmt_misc) and must not overlap with tests of other packages.
-func LockHost(t testing.TB, name string) {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "manifold-test-"+name+".lock"), os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
 }

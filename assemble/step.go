@@ -1,0 +1,140 @@
+package assemble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/manifold-build/manifold/emulate"
+	"github.com/manifold-build/manifold/emulate/platform"
+	"github.com/manifold-build/manifold/layers"
+)
+
+// Runner runs a command over a root filesystem in a sandbox, under qemu
+// when the platform is foreign. *emulate.Sandbox is one.
+type Runner interface {
+	Run(ctx context.Context, spec emulate.Spec) (*emulate.Result, error)
+}
+
+// sandbox is RUN's one seam, shared by build and manifold run: a stack of
+// layers and a command in, the command's changes out. Overlay directories,
+// the sandbox's mount points and ID maps stay behind it.
+type sandbox struct {
+	runner  Runner
+	rootfs  *layers.Cache // unpacked bases, by chain ID
+	scratch string        // where steps' directories go: a disk, not memory
+	walk    bool          // compare trees instead of reading an overlay's upper directory
+}
+
+// command is one command to run over a stack of layers.
+type command struct {
+	platform platform.Platform
+	layers   []v1.Layer // the files it runs on, bottom first
+	dirs     []string   // the same on disk, in overlayfs's format; nil: unpack them
+	argv     []string
+	env      []string
+	user     string
+	workdir  string
+	network  string // "" (the host's) or "none"
+	stdin    io.Reader
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+// stepFiles is what a command changed: the entries of its layer, and a
+// directory of the files after it: one to stack on the command's dirs, or
+// (whole) a tree that replaces them.
+type stepFiles struct {
+	entries []layers.Entry
+	dir     string
+	whole   bool
+}
+
+// run runs c. With keep it returns c's changes, whose directory lives in
+// the sandbox's scratch folder; without, it throws them away.
+func (sb *sandbox) run(ctx context.Context, c command, keep bool) (*stepFiles, error) {
+	if sb.runner == nil {
+		return nil, errors.New("RUN needs a sandbox, and this build has none")
+	}
+	if len(c.dirs) == 0 {
+		base, err := sb.unpacked(ctx, c.layers)
+		if err != nil {
+			return nil, err
+		}
+		c.dirs = []string{base}
+	}
+	if err := os.MkdirAll(sb.scratch, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(sb.scratch, "step-")
+	if err != nil {
+		return nil, err
+	}
+	res, err := sb.runIn(ctx, c, dir)
+	if err != nil || !keep {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	files, err := sb.changes(ctx, c, res)
+	if err != nil {
+		os.RemoveAll(dir)
+	}
+	return files, err
+}
+
+func (sb *sandbox) runIn(ctx context.Context, c command, dir string) (*emulate.Result, error) {
+	spec := emulate.Spec{
+		Platform: c.platform,
+		Lower:    c.dirs,
+		Scratch:  dir,
+		Unpack:   func(tree string) error { return layers.Unpack(ctx, tree, c.layers) },
+		Argv:     c.argv, Env: c.env, User: c.user, Workdir: c.workdir, Network: c.network,
+		Stdin: c.stdin, Stdout: c.stdout, Stderr: c.stderr,
+	}
+	if sb.walk {
+		spec.Lower, spec.Rootfs = nil, filepath.Join(dir, "rootfs")
+		if err := os.Mkdir(spec.Rootfs, 0o755); err != nil {
+			return nil, err
+		}
+		if err := spec.Unpack(spec.Rootfs); err != nil {
+			return nil, err
+		}
+	}
+	return sb.runner.Run(ctx, spec)
+}
+
+// changes lists what the command changed: from the overlay's upper
+// directory, whose cost follows the change, or by comparing the tree it
+// changed with the unchanged one.
+func (sb *sandbox) changes(ctx context.Context, c command, res *emulate.Result) (*stepFiles, error) {
+	if res.Upper != "" {
+		entries, err := layers.Changes(res.Upper, c.dirs, layers.ChangeOptions{IDs: res.ContainerIDs})
+		if err != nil {
+			return nil, fmt.Errorf("reading the step's changes: %w", err)
+		}
+		return &stepFiles{entries: entries, dir: res.Upper}, nil
+	}
+	old, err := sb.unpacked(ctx, c.layers)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := layers.Diff(old, res.Rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("comparing the step's files: %w", err)
+	}
+	return &stepFiles{entries: entries, dir: res.Rootfs, whole: true}, nil
+}
+
+// unpacked returns one directory with all of ls unpacked, cached by chain
+// ID: the base of a stage's overlay, and what COPY --from reads.
+func (sb *sandbox) unpacked(ctx context.Context, ls []v1.Layer) (string, error) {
+	if sb.rootfs == nil {
+		return "", errors.New("no rootfs cache configured")
+	}
+	return sb.rootfs.Rootfs(ctx, ls)
+}
