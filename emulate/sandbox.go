@@ -423,4 +423,3 @@ func (p *idPlan) mapExternally(pid int, ready io.Writer) error {
 	_, err := ready.Write([]byte{'\n'})
 	return err
 }
-
