@@ -103,12 +103,18 @@ func TestRootlessBuildLeavesHostBinfmtAlone(t *testing.T) {
 		{"manifold-nosub", []string{"-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"}},
 	} {
 		t.Run(u.name, func(t *testing.T) {
-			if exec.Command("id", u.name).Run() != nil {
-				args := append([]string{"--create-home", "--shell", "/bin/sh"}, append(u.args, u.name)...)
-				if out, err := exec.Command("useradd", args...).CombinedOutput(); err != nil {
-					t.Fatalf("useradd: %v\n%s", err, out)
-				}
+			if exec.Command("id", u.name).Run() == nil {
+				exec.Command("userdel", "--remove", u.name).Run() // left by a run that was killed
 			}
+			args := append([]string{"--create-home", "--shell", "/bin/sh"}, append(u.args, u.name)...)
+			if out, err := exec.Command("useradd", args...).CombinedOutput(); err != nil {
+				t.Fatalf("useradd: %v\n%s", err, out)
+			}
+			t.Cleanup(func() {
+				if out, err := exec.Command("userdel", "--remove", u.name).CombinedOutput(); err != nil {
+					t.Errorf("userdel: %v\n%s", err, out)
+				}
+			})
 			rootlessBuild(t, u.name, host, base.String(), u.args == nil)
 		})
 	}
