@@ -136,8 +136,8 @@ type builder struct {
 	sandbox  *sandbox
 	outMu    sync.Mutex // serializes step output lines
 	mu       sync.Mutex
-	sources  map[string]*sourceCall
-	stages   map[string]*stageCall
+	sources  map[string]func() (*registry.Source, error)
+	stages   map[string]func() (*state, error)
 	baseSrc  *registry.Source // the target stage's base, for index order and type
 	catalog  layers.Catalog   // which paths the layers read so far hold
 	openCtx  context.Context
@@ -161,7 +161,7 @@ func newBuilder(o Options) (*builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{o: o, df: df, ctxDir: cd, sources: map[string]*sourceCall{}, stages: map[string]*stageCall{}}
+	b := &builder{o: o, df: df, ctxDir: cd, sources: map[string]func() (*registry.Source, error){}, stages: map[string]func() (*state, error){}}
 	if _, err := b.targetStage(); err != nil {
 		return nil, err
 	}
@@ -217,26 +217,20 @@ func (b *builder) target(ctx context.Context, p platform.Platform) (*state, erro
 	return b.stage(ctx, st, p)
 }
 
-// sourceCall shares one lookup of a base reference among platforms.
-type sourceCall struct {
-	once sync.Once
-	src  *registry.Source
-	err  error
-}
-
+// source looks a base reference up once per build, for every platform.
 func (b *builder) source(ctx context.Context, ref string) (*registry.Source, error) {
 	b.mu.Lock()
-	c := b.sources[ref]
-	if c == nil {
-		c = &sourceCall{}
-		b.sources[ref] = c
+	open := b.sources[ref]
+	if open == nil {
+		open = sync.OnceValues(func() (*registry.Source, error) { return registry.Open(b.openCtx, ref, b.o.Registry) })
+		b.sources[ref] = open
 	}
 	b.mu.Unlock()
-	c.once.Do(func() { c.src, c.err = registry.Open(b.openCtx, ref, b.o.Registry) })
-	if c.err == nil && ctx.Err() != nil {
+	src, err := open()
+	if err == nil && ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	return c.src, c.err
+	return src, err
 }
 
 // orderLikeBase puts the images in the order their platforms have in the
@@ -260,11 +254,18 @@ func (b *builder) orderLikeBase(imgs []PlatformImage) {
 	slices.SortStableFunc(imgs, func(a, c PlatformImage) int { return rank(a.Platform) - rank(c.Platform) })
 }
 
-// index builds the manifest list: Docker's type when the base was a Docker
-// manifest list or image, OCI's otherwise.
+// index builds the manifest list: of the base index's type when the target
+// stage's base is an index, else Docker's for Docker images and OCI's
+// otherwise.
 func (b *builder) index(imgs []PlatformImage) (v1.ImageIndex, error) {
 	idxType := types.OCIImageIndex
-	if len(imgs) > 0 {
+	if b.baseSrc != nil && b.baseSrc.Index != nil {
+		mt, err := b.baseSrc.Index.MediaType()
+		if err != nil {
+			return nil, err
+		}
+		idxType = mt
+	} else if len(imgs) > 0 {
 		mt, err := imgs[0].Image.MediaType()
 		if err != nil {
 			return nil, err

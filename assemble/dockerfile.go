@@ -169,8 +169,11 @@ var instructions = map[string]struct{}{
 // parseTrigger parses an ONBUILD trigger that a base image recorded.
 func parseTrigger(file string, line int, trigger string) (*Instruction, error) {
 	res, err := parser.Parse(strings.NewReader(trigger))
-	if err != nil || len(res.AST.Children) != 1 {
-		return nil, &Error{File: file, Line: line, Err: fmt.Errorf("base image ONBUILD trigger %q: %v", trigger, err)}
+	if err == nil && len(res.AST.Children) != 1 {
+		err = fmt.Errorf("%d instructions, want one", len(res.AST.Children))
+	}
+	if err != nil {
+		return nil, &Error{File: file, Line: line, Err: fmt.Errorf("base image ONBUILD trigger %q: %w", trigger, err)}
 	}
 	in, err := convert(file, res.AST.Children[0])
 	if in != nil {

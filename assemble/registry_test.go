@@ -2,10 +2,15 @@ package assemble_test
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -26,7 +31,8 @@ func TestNoRunBuildFetchesNoBaseLayer(t *testing.T) {
 		"hello.txt":  "hello\n",
 	})
 	log.Reset()
-	res := mustBuild(t, ctxDir, []string{"linux/arm64", "linux/amd64"}, nil)
+	res := mustBuildUnread(t, ctxDir, []string{"linux/arm64", "linux/amd64"}, nil)
+	defer assembletest.Validate(t, res) // once the registry's counts are taken
 	push(t, res, host+"/team/app:1")
 
 	baseIdx, err := remote.Index(base)
@@ -104,7 +110,8 @@ func TestChownByNameReadsOnlyTopLayers(t *testing.T) {
 	}
 	bds := digests(t, baseImg)
 	log.Reset()
-	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, nil)
+	res := mustBuildUnread(t, ctxDir, []string{"linux/amd64"}, nil)
+	defer assembletest.Validate(t, res) // once the registry's counts are taken
 	if n := log.BlobGets(bds[0]); n != 0 {
 		t.Errorf("bottom base layer fetched %d times, want 0", n)
 	}
@@ -216,5 +223,65 @@ func TestOnbuildTriggersRunInTheChild(t *testing.T) {
 	cf, _ := img.ConfigFile()
 	if cf.Config.Labels["triggered"] != "yes" || len(cf.Config.OnBuild) != 0 {
 		t.Errorf("labels %v onbuild %v; want the trigger's label and no triggers left", cf.Config.Labels, cf.Config.OnBuild)
+	}
+}
+
+// Every image built on an OCI base names it in the OCI annotations (the
+// reference, and the digest of the platform's manifest it builds on), as
+// ko does; Docker manifests have no annotations.
+func TestBaseAnnotations(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	for _, docker := range []bool{false, true} {
+		base := assembletest.Busybox(t, fmt.Sprintf("%s/library/busybox:%v", host, docker), docker, "linux/amd64", "linux/arm64")
+		ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM %s\nENV A=1\n", base)})
+		res := mustBuild(t, ctxDir, []string{"linux/amd64", "linux/arm64"}, nil)
+		baseIdx, err := remote.Index(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pi := range res.Images {
+			m, err := pi.Image.Manifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{
+				"org.opencontainers.image.base.name":   base.Name(),
+				"org.opencontainers.image.base.digest": mustDigest(t, baseIdx, platform.FromOCI(pi.Platform).String()).String(),
+			}
+			if docker {
+				want = nil
+			}
+			if !maps.Equal(m.Annotations, want) {
+				t.Errorf("docker=%v %s: annotations %v, want %v", docker, pi.Platform.Architecture, m.Annotations, want)
+			}
+		}
+	}
+}
+
+// The index takes the base index's media type, whatever its images' types.
+func TestIndexTypeFollowsTheBaseIndex(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	img, err := random.Image(64, 1) // Docker media types
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}})
+	base := ref(t, host+"/library/mixed:1")
+	if err := remote.WriteIndex(base, idx); err != nil {
+		t.Fatal(err)
+	}
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM %s\nLABEL a=b\n", base)})
+	res := mustBuildUnread(t, ctxDir, []string{"linux/amd64"}, nil)
+	if mt, _ := res.Index.MediaType(); mt != types.OCIImageIndex {
+		t.Errorf("index type %s, want the base index's %s", mt, types.OCIImageIndex)
 	}
 }

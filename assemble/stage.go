@@ -10,44 +10,35 @@ import (
 	"github.com/manifold-build/manifold/emulate/platform"
 )
 
-// stageCall shares one build of a stage among the platforms that need the
-// same result: a stage whose outcome does not depend on the target platform
-// is built once per build.
-type stageCall struct {
-	once sync.Once
-	st   *state
-	err  error
-}
-
+// stage builds a stage once for all the platforms that need the same
+// result: a stage whose outcome does not depend on the target platform is
+// built once per build.
 func (b *builder) stage(ctx context.Context, st *Stage, target platform.Platform) (*state, error) {
-	key, _, err := b.stageKey(st, target, 0)
+	key, _, err := b.stageKey(st, target)
 	if err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
-	c := b.stages[key]
-	if c == nil {
-		c = &stageCall{}
-		b.stages[key] = c
+	build := b.stages[key]
+	if build == nil {
+		build = sync.OnceValues(func() (*state, error) { return b.buildStage(ctx, st, target) })
+		b.stages[key] = build
 	}
 	b.mu.Unlock()
-	c.once.Do(func() { c.st, c.err = b.buildStage(ctx, st, target) })
-	return c.st, c.err
+	return build()
 }
 
 // stageKey names a stage's result: the stage, the platform it runs on and,
-// when its outcome depends on it (dependent), the target platform.
-func (b *builder) stageKey(st *Stage, target platform.Platform, depth int) (key string, dependent bool, err error) {
-	if depth > len(b.df.Stages) {
-		return "", false, b.df.errorf(st.From, "stages refer to each other in a cycle")
-	}
+// when its outcome depends on it (dependent), the target platform. Stages
+// refer only to earlier ones (stageRef), so the recursion ends.
+func (b *builder) stageKey(st *Stage, target platform.Platform) (key string, dependent bool, err error) {
 	plat, dependent, err := b.stagePlatform(st, target)
 	if err != nil {
 		return "", false, err
 	}
 	dependent = dependent || usesTargetArgs(st)
 	for _, dep := range b.stageDeps(st) {
-		_, d, err := b.stageKey(dep, target, depth+1)
+		_, d, err := b.stageKey(dep, target)
 		if err != nil {
 			return "", false, err
 		}
@@ -153,8 +144,11 @@ func (b *builder) buildStage(ctx context.Context, st *Stage, target platform.Pla
 	}
 	meta := b.metaEnv(target)
 	ref, _, err := b.df.expand(st.From.Args[0], meta)
-	if err != nil || ref == "" {
-		return nil, b.df.errorf(st.From, "base image name %q is empty or invalid: %v", st.From.Args[0], err)
+	if err != nil {
+		return nil, b.df.errorf(st.From, "base image name %q: %v", st.From.Args[0], err)
+	}
+	if ref == "" {
+		return nil, b.df.errorf(st.From, "base image name %q expands to nothing", st.From.Args[0])
 	}
 	s, err := b.base(ctx, st, ref, plat, target)
 	if err != nil {
@@ -215,7 +209,11 @@ func (b *builder) base(ctx context.Context, st *Stage, ref string, plat, target 
 		b.baseSrc = src
 		b.mu.Unlock()
 	}
-	return newImageState(b, st, plat, target, img, desc)
+	name := src.Name
+	if strings.HasPrefix(name, "oci-layout://") {
+		name = "" // a path on this machine names nothing for others
+	}
+	return newImageState(b, st, plat, target, img, desc, name)
 }
 
 // triggers turns the ONBUILD triggers a base image recorded into steps that

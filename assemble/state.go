@@ -27,7 +27,8 @@ type state struct {
 	target   platform.Platform // the platform the build is for
 
 	base      v1.Image
-	baseDesc  *v1.Descriptor
+	baseDesc  *v1.Descriptor // the base's index entry (or its own descriptor)
+	baseName  string         // the base's reference, for the OCI base annotations
 	mediaType types.MediaType // the manifest type new images take
 	cfg       *v1.ConfigFile
 	layers    []v1.Layer // base layers then added ones
@@ -56,7 +57,7 @@ func newScratchState(b *builder, st *Stage, plat, target platform.Platform) *sta
 	return &state{b: b, stage: st, platform: plat, target: target, base: img, mediaType: mt, cfg: cfg}
 }
 
-func newImageState(b *builder, st *Stage, plat, target platform.Platform, img v1.Image, desc *v1.Descriptor) (*state, error) {
+func newImageState(b *builder, st *Stage, plat, target platform.Platform, img v1.Image, desc *v1.Descriptor, name string) (*state, error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -73,7 +74,7 @@ func newImageState(b *builder, st *Stage, plat, target platform.Platform, img v1
 	if len(cfg.Config.Env) == 0 {
 		cfg.Config.Env = []string{"PATH=" + defaultPath}
 	}
-	return &state{b: b, stage: st, platform: plat, target: target, base: img, baseDesc: desc,
+	return &state{b: b, stage: st, platform: plat, target: target, base: img, baseDesc: desc, baseName: name,
 		mediaType: mt, cfg: cfg, layers: ls, nBase: len(ls)}, nil
 }
 
@@ -190,7 +191,7 @@ func (s *state) image() (v1.Image, error) {
 	}
 	cfg.History = append(cfg.History, s.history...)
 	cfg.Created = v1.Time{Time: s.created()}
-	if s.stage == s.lastStage() {
+	if s.isTarget() {
 		if cfg.Config.Labels == nil && len(s.b.o.Labels) > 0 {
 			cfg.Config.Labels = map[string]string{}
 		}
@@ -198,12 +199,30 @@ func (s *state) image() (v1.Image, error) {
 			cfg.Config.Labels[k] = v
 		}
 	}
-	return mutate.ConfigFile(img, cfg)
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		return nil, err
+	}
+	return s.annotate(img), nil
 }
 
-func (s *state) lastStage() *Stage {
+// annotate names the base in an OCI manifest's annotations, as ko and the
+// image spec do: which image, and which manifest of it this one builds on.
+// Docker's manifests have no annotations.
+func (s *state) annotate(img v1.Image) v1.Image {
+	if s.mediaType != types.OCIManifestSchema1 || s.baseDesc == nil || s.baseName == "" {
+		return img
+	}
+	return mutate.Annotations(img, map[string]string{
+		"org.opencontainers.image.base.name":   s.baseName,
+		"org.opencontainers.image.base.digest": s.baseDesc.Digest.String(),
+	}).(v1.Image)
+}
+
+// isTarget tells whether the stage is the one the build is for (--target,
+// else the last): its image gets the --label labels.
+func (s *state) isTarget() bool {
 	st, _ := s.b.targetStage()
-	return st
+	return s.stage == st
 }
 
 // descPlatform is the platform the index entry of this image carries: the

@@ -151,10 +151,23 @@ func (s *stubber) ensure(p string, file bool) (host string, ok bool, err error) 
 	return cur, true, nil
 }
 
+// mountPoint makes sure the directory p exists to mount on: one the image
+// has as a symlink is an error.
+func (s *stubber) mountPoint(p string) (string, error) {
+	host, ok, err := s.ensure(p, false)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("preparing %s: %w", p, err)
+	case !ok:
+		return "", fmt.Errorf("preparing %s: it is a symlink in the image", p)
+	}
+	return host, nil
+}
+
 func mountProc(s *stubber) error {
-	p, ok, err := s.ensure("/proc", false)
-	if err != nil || !ok {
-		return fmt.Errorf("preparing /proc: %v (symlink: %v)", err, !ok)
+	p, err := s.mountPoint("/proc")
+	if err != nil {
+		return err
 	}
 	if err := unix.Mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mounting /proc: %w", err)
@@ -166,9 +179,9 @@ func mountProc(s *stubber) error {
 // urandom and tty bound in (a user namespace may not mknod), a devpts
 // instance, /dev/shm and the usual symlinks.
 func mountDev(s *stubber) error {
-	dev, ok, err := s.ensure("/dev", false)
-	if err != nil || !ok {
-		return fmt.Errorf("preparing /dev: %v (symlink: %v)", err, !ok)
+	dev, err := s.mountPoint("/dev")
+	if err != nil {
+		return err
 	}
 	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
 		return fmt.Errorf("mounting /dev: %w", err)

@@ -257,7 +257,7 @@ func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *id
 		return &report, ctx.Err()
 	}
 	if repErr != nil && repErr != io.EOF {
-		return nil, fmt.Errorf("sandbox init: %w (%v)", repErr, waitErr)
+		return nil, fmt.Errorf("reading the sandbox init's report: %w", errors.Join(repErr, waitErr))
 	}
 	return &report, report.outcome(end, waitErr)
 }

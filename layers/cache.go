@@ -21,8 +21,8 @@ type Cache struct {
 	locks map[digest.Digest]*sync.Mutex
 }
 
-// ChainID is the OCI chain ID of a stack of layers, bottom first.
-func ChainID(ls []v1.Layer) (digest.Digest, error) {
+// chainID is the OCI chain ID of a stack of layers, bottom first.
+func chainID(ls []v1.Layer) (digest.Digest, error) {
 	var chain digest.Digest
 	for _, l := range ls {
 		d, err := l.DiffID()
@@ -41,7 +41,7 @@ func ChainID(ls []v1.Layer) (digest.Digest, error) {
 // Rootfs returns a directory holding ls unpacked, extracting them the first
 // time they are asked for.
 func (c *Cache) Rootfs(ctx context.Context, ls []v1.Layer) (string, error) {
-	chain, err := ChainID(ls)
+	chain, err := chainID(ls)
 	if err != nil {
 		return "", err
 	}

@@ -162,7 +162,7 @@ func diffDir(old, new, rel string) ([]Entry, error) {
 		if nfi.IsDir() {
 			if oerr == nil && !ofi.IsDir() {
 				// A directory replaces a file: everything below it is new.
-				sub, err = FromDir(filepath.Join(new, p), p)
+				sub, err = fromDir(filepath.Join(new, p), p)
 			} else {
 				sub, err = diffDir(old, new, p)
 			}

@@ -15,10 +15,10 @@ import (
 // keptXattrs are the extended attributes a layer carries.
 var keptXattrs = []string{"security.capability"}
 
-// FromDir lists the tree at root as layer entries named below prefix
+// fromDir lists the tree at root as layer entries named below prefix
 // (prefix "" puts root's contents at the top of the layer). root itself is
 // not an entry.
-func FromDir(root, prefix string) ([]Entry, error) {
+func fromDir(root, prefix string) ([]Entry, error) {
 	var entries []Entry
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == root {
@@ -58,13 +58,10 @@ func EntryFor(p, name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("%s: %w", p, err)
 	}
-	h.Name = name
+	h.Name = name // FileInfoHeader took the owner (Uid, Gid) from fi.Sys()
 	e := Entry{Header: *h}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		e.Uid, e.Gid = int(st.Uid), int(st.Gid)
-		if fi.Mode().IsRegular() && st.Nlink > 1 {
-			e.Inode = fmt.Sprintf("%d:%d", st.Dev, st.Ino)
-		}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 {
+		e.Inode = fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 	}
 	if fi.Mode().IsRegular() {
 		e.Source = p

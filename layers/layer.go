@@ -11,6 +11,7 @@ import (
 	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -24,18 +25,22 @@ const (
 	Zstd Compression = "zstd"
 )
 
-// Layer is a finished layer, held in memory or in a file. It implements
-// v1.Layer.
-type Layer struct {
-	compressed []byte // the bytes, when held in memory
-	file       string // the file holding them, otherwise
-	size       int64
-	digest     v1.Hash
-	diffID     v1.Hash
-	mediaType  types.MediaType
+// compressed is a finished layer's compressed bytes, held in memory or in
+// a file, with the digests New computed on the way: ggcr's
+// partial.CompressedToLayer makes a v1.Layer of it.
+type compressed struct {
+	bytes     []byte // the bytes, when held in memory
+	file      string // the file holding them, otherwise
+	size      int64
+	digest    v1.Hash
+	diffID    v1.Hash
+	mediaType types.MediaType
 }
 
-var _ v1.Layer = (*Layer)(nil)
+var (
+	_ partial.CompressedLayer = (*compressed)(nil)
+	_ partial.WithDiffID      = (*compressed)(nil)
+)
 
 // Options says how to compress a new layer and what media type to give it.
 type Options struct {
@@ -49,7 +54,7 @@ type Options struct {
 // New runs write against a tar writer and returns the finished layer. One pass:
 // the tar stream feeds the diff ID hash and the compressor at once, and the
 // compressed stream feeds the digest hash and the buffer.
-func New(write func(*tar.Writer) error, opts Options) (*Layer, error) {
+func New(write func(*tar.Writer) error, opts Options) (v1.Layer, error) {
 	var buf bytes.Buffer
 	var out io.Writer = &buf
 	var f *os.File
@@ -78,16 +83,19 @@ func New(write func(*tar.Writer) error, opts Options) (*Layer, error) {
 	if err := zw.Close(); err != nil {
 		return nil, fmt.Errorf("closing %s stream: %w", opts.compression(), err)
 	}
-	l := &Layer{size: counter.n, digest: hashOf(zsum), diffID: hashOf(sum), mediaType: opts.mediaType()}
+	l := &compressed{size: counter.n, digest: hashOf(zsum), diffID: hashOf(sum), mediaType: opts.mediaType()}
 	if f == nil {
-		l.compressed = buf.Bytes()
-		return l, nil
+		l.bytes = buf.Bytes()
+		return partial.CompressedToLayer(l)
 	}
 	if err := out.(*bufio.Writer).Flush(); err != nil {
 		return nil, err
 	}
 	l.file = f.Name()
-	return l, f.Close()
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return partial.CompressedToLayer(l)
 }
 
 type countingWriter struct {
@@ -146,67 +154,14 @@ func hashOf(h hash.Hash) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}
 }
 
-func (l *Layer) Digest() (v1.Hash, error)            { return l.digest, nil }
-func (l *Layer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
-func (l *Layer) Size() (int64, error)                { return l.size, nil }
-func (l *Layer) MediaType() (types.MediaType, error) { return l.mediaType, nil }
+func (l *compressed) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *compressed) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *compressed) Size() (int64, error)                { return l.size, nil }
+func (l *compressed) MediaType() (types.MediaType, error) { return l.mediaType, nil }
 
-func (l *Layer) Compressed() (io.ReadCloser, error) {
+func (l *compressed) Compressed() (io.ReadCloser, error) {
 	if l.file != "" {
 		return os.Open(l.file)
 	}
-	return io.NopCloser(bytes.NewReader(l.compressed)), nil
+	return io.NopCloser(bytes.NewReader(l.bytes)), nil
 }
-
-func (l *Layer) Uncompressed() (io.ReadCloser, error) {
-	rc, err := l.Compressed()
-	if err != nil {
-		return nil, err
-	}
-	return decompress(rc)
-}
-
-// decompress wraps a gzip, zstd or plain stream so that it reads as plain
-// bytes; the kind is told by the stream's first bytes.
-func decompress(rc io.ReadCloser) (io.ReadCloser, error) {
-	var head [4]byte
-	br := &peekReader{r: rc}
-	n, _ := io.ReadFull(br, head[:])
-	br.buf = head[:n]
-	switch {
-	case n >= 2 && head[0] == 0x1f && head[1] == 0x8b:
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, err
-		}
-		return readCloser{zr, rc}, nil
-	case n == 4 && bytes.Equal(head[:], []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br)
-		if err != nil {
-			return nil, err
-		}
-		return readCloser{zr.IOReadCloser(), rc}, nil
-	}
-	return readCloser{br, rc}, nil
-}
-
-type peekReader struct {
-	buf []byte
-	r   io.Reader
-}
-
-func (p *peekReader) Read(b []byte) (int, error) {
-	if len(p.buf) > 0 {
-		n := copy(b, p.buf)
-		p.buf = p.buf[n:]
-		return n, nil
-	}
-	return p.r.Read(b)
-}
-
-type readCloser struct {
-	io.Reader
-	c io.Closer
-}
-
-func (r readCloser) Close() error { return r.c.Close() }

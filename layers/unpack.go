@@ -42,11 +42,11 @@ func applyLayer(root *os.Root, l v1.Layer) error {
 		return err
 	}
 	defer rc.Close()
-	return Apply(root, tar.NewReader(rc))
+	return apply(root, tar.NewReader(rc))
 }
 
-// Apply applies one layer's tar stream to root.
-func Apply(root *os.Root, tr *tar.Reader) error {
+// apply applies one layer's tar stream to root.
+func apply(root *os.Root, tr *tar.Reader) error {
 	a := applier{root: root, seen: map[string]bool{}, unprivileged: os.Geteuid() != 0}
 	for {
 		h, err := tr.Next()

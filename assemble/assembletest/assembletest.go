@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/testkit"
@@ -34,7 +35,7 @@ var Epoch = time.Unix(1700000000, 0).UTC()
 // pushes it to ref, with Docker media types when docker is set, else OCI's.
 func Busybox(t testing.TB, ref string, docker bool, platforms ...string) name.Reference {
 	t.Helper()
-	res := BuildFixture(t, docker, platforms...)
+	res := buildFixture(t, docker, platforms...)
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +46,8 @@ func Busybox(t testing.TB, ref string, docker bool, platforms ...string) name.Re
 	return r
 }
 
-// BuildFixture builds the busybox fixture without storing it anywhere.
-func BuildFixture(t testing.TB, docker bool, platforms ...string) *assemble.Result {
+// buildFixture builds the busybox fixture without storing it anywhere.
+func buildFixture(t testing.TB, docker bool, platforms ...string) *assemble.Result {
 	t.Helper()
 	dir := testkit.FixtureDir(t)
 	if len(platforms) == 0 {
@@ -69,6 +70,7 @@ func BuildFixture(t testing.TB, docker bool, platforms ...string) *assemble.Resu
 		t.Fatalf("building busybox fixture: %v", err)
 	}
 	t.Cleanup(func() { res.Close() })
+	Validate(t, res)
 	return res
 }
 
@@ -90,4 +92,15 @@ func Machine(p string) string {
 		return "invalid platform " + p
 	}
 	return pl.Machine()
+}
+
+// Validate checks a build's result with go-containerregistry's own
+// validation: the index, and every image's manifest, config and layers
+// (their bytes against their digests and diff IDs). It reads the base's
+// layers too: tests that count what a registry served count first.
+func Validate(t testing.TB, res *assemble.Result) {
+	t.Helper()
+	if err := validate.Index(res.Index); err != nil {
+		t.Errorf("the build's index does not validate: %v", err)
+	}
 }

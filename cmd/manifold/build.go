@@ -158,10 +158,8 @@ func sourceDateEpoch(args map[string]string) (*time.Time, error) {
 	return &t, nil
 }
 
+// defaultCacheDir is $XDG_CACHE_HOME/manifold, else ~/.cache/manifold.
 func defaultCacheDir() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "manifold")
-	}
 	if d, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(d, "manifold")
 	}

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -150,18 +151,12 @@ func jsonString(v []string) string {
 
 func sortedPairs(m map[string]string) string {
 	var out []string
-	for k, v := range m {
-		out = append(out, k+"="+v)
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, k+"="+m[k])
 	}
-	sort.Strings(out)
 	return strings.Join(out, " ")
 }
 
 func sortedKeys(m map[string]struct{}) string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return strings.Join(out, " ")
+	return strings.Join(slices.Sorted(maps.Keys(m)), " ")
 }
