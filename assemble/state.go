@@ -27,8 +27,8 @@ type state struct {
 	target   platform.Platform // the platform the build is for
 
 	base      v1.Image
-	baseDesc  *v1.Descriptor // the base's index entry (or its own descriptor)
-	baseName  string         // the base's reference, for the OCI base annotations
+	baseDesc  *v1.Descriptor  // the base's index entry (or its own descriptor)
+	baseName  string          // the base's reference, for the OCI base annotations
 	mediaType types.MediaType // the manifest type new images take
 	cfg       *v1.ConfigFile
 	layers    []v1.Layer // base layers then added ones
