@@ -50,9 +50,15 @@ type Options struct {
 	// image always take their base's types.
 	DockerMediaTypes bool
 	// Epoch is SOURCE_DATE_EPOCH: it clamps file times and sets created.
-	Epoch    *time.Time
-	Jobs     int       // platforms built at once; default all
-	Progress io.Writer // step lines; nil: silent
+	Epoch *time.Time
+	// Cache keeps the steps that run and finds those that ran before (nil:
+	// no local cache); CacheFrom are more caches to look in (--cache-from).
+	// NoCache looks in none of them.
+	Cache     *registry.LocalCache
+	CacheFrom []StepCache
+	NoCache   bool
+	Jobs      int       // platforms built at once; default all
+	Progress  io.Writer // step lines; nil: silent
 }
 
 // Result is a finished build: an image per platform and the index of them.
@@ -60,6 +66,7 @@ type Options struct {
 type Result struct {
 	Index  v1.ImageIndex
 	Images []PlatformImage
+	Steps  []CachedStep // every step that may add a layer, in the order they ended
 	dir    string
 }
 
@@ -123,6 +130,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res.Images = imgs
+	for _, k := range b.order {
+		res.Steps = append(res.Steps, b.done[k])
+	}
 	return res, nil
 }
 
@@ -138,8 +148,11 @@ type builder struct {
 	mu       sync.Mutex
 	sources  map[string]func() (*registry.Source, error)
 	stages   map[string]func() (*state, error)
-	baseSrc  *registry.Source // the target stage's base, for index order and type
-	catalog  layers.Catalog   // which paths the layers read so far hold
+	steps    map[string]func() (*stepResult, error) // by cache key
+	done     map[string]CachedStep                  // steps of this build, by cache key
+	order    []string                               // done's keys in the order the steps ended
+	baseSrc  *registry.Source                       // the target stage's base, for index order and type
+	catalog  layers.Catalog                         // which paths the layers read so far hold
 	openCtx  context.Context
 	layerDir string // where new layers' bytes go; the Result's
 }
@@ -161,7 +174,8 @@ func newBuilder(o Options) (*builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{o: o, df: df, ctxDir: cd, sources: map[string]func() (*registry.Source, error){}, stages: map[string]func() (*state, error){}}
+	b := &builder{o: o, df: df, ctxDir: cd, sources: map[string]func() (*registry.Source, error){}, stages: map[string]func() (*state, error){},
+		steps: map[string]func() (*stepResult, error){}, done: map[string]CachedStep{}}
 	if _, err := b.targetStage(); err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
@@ -35,40 +36,56 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 		args[i] = v
 	}
 	srcs, dest := args[:len(args)-1], args[len(args)-1]
-	sf, err := s.copySource(ctx, in)
-	if err != nil {
-		return err
-	}
-	ids, err := s.owner(ctx, in.Flags["chown"])
-	if err != nil {
-		return err
+	for _, src := range srcs {
+		if in.Cmd == "add" && (strings.Contains(src, "://") || strings.HasPrefix(src, "git@")) {
+			return fmt.Errorf("ADD from a URL or git repository is not supported yet: %s", src)
+		}
 	}
 	mode, err := parseChmod(in.Flags["chmod"])
 	if err != nil {
 		return err
+	}
+	chown, err := s.expand(in.Flags["chown"])
+	if err != nil {
+		return err
+	}
+	from, err := s.copyInputs(ctx, in, srcs)
+	if err != nil {
+		return err
+	}
+	// The parent's key settles what the stage holds (a destination's type,
+	// the users --chown names), so the flags go in as written.
+	k := key(s.key, in.Cmd, srcs, s.resolve(dest), strings.HasSuffix(dest, "/"), chown, in.Flags["chmod"], from)
+	return s.cached(k, in, func() (*stepResult, error) {
+		l, err := s.copyLayer(ctx, in, srcs, dest, mode)
+		return &stepResult{layer: l, createdBy: in.String() + " # buildkit"}, err
+	})
+}
+
+// copyLayer makes a COPY or ADD step's layer.
+func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, dest string, mode *fs.FileMode) (v1.Layer, error) {
+	sf, err := s.copySource(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := s.owner(ctx, in.Flags["chown"])
+	if err != nil {
+		return nil, err
 	}
 	c := &copier{sf: sf, ids: ids, mode: mode, add: in.Cmd == "add"}
 	c.toDir = strings.HasSuffix(dest, "/") || dest == "." || len(srcs) > 1
 	c.dest = s.resolve(dest)
 	if !c.toDir {
 		if c.toDir, err = s.isDir(ctx, c.dest); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, src := range srcs {
-		if c.add && (strings.Contains(src, "://") || strings.HasPrefix(src, "git@")) {
-			return fmt.Errorf("ADD from a URL or git repository is not supported yet: %s", src)
-		}
 		if err := c.source(src); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	l, err := layers.New(func(tw *tar.Writer) error { return layers.Write(tw, c.entries, s.b.o.Epoch) }, s.layerOptions())
-	if err != nil {
-		return err
-	}
-	s.addLayer(in, l, in.String()+" # buildkit")
-	return nil
+	return layers.New(func(tw *tar.Writer) error { return layers.Write(tw, c.entries, s.b.o.Epoch) }, s.layerOptions())
 }
 
 func (s *state) layerOptions() layers.Options {

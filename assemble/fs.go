@@ -2,8 +2,11 @@ package assemble
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 
@@ -91,4 +94,83 @@ func (s *state) copySource(ctx context.Context, in *Instruction) (*sourceFS, err
 		return nil, fmt.Errorf("unpacking --from=%s: %w", from, err)
 	}
 	return &sourceFS{root: dir, ignored: func(string) bool { return false }, skipDirs: true, keepIDs: true, confined: true, describe: "--from=" + from}, nil
+}
+
+// copyInputs names what a COPY or ADD reads, for its cache key: another
+// stage by its key, an image by its platform's manifest digest, context
+// files by their names, modes, sizes, link targets and contents.
+func (s *state) copyInputs(ctx context.Context, in *Instruction, srcs []string) (string, error) {
+	from, ok := in.Flags["from"]
+	if !ok {
+		d, err := s.b.ctxDir.source().digest(srcs)
+		return "context:" + d, err
+	}
+	from, err := s.expand(from)
+	if err != nil {
+		return "", err
+	}
+	if st := s.b.df.stageRef(from, s.stage.Index); st != nil {
+		other, err := s.b.stage(ctx, st, s.target)
+		if err != nil {
+			return "", err
+		}
+		return "stage:" + other.key, nil
+	}
+	src, err := s.b.source(ctx, from)
+	if err != nil {
+		return "", err
+	}
+	_, desc, err := src.ForPlatform(s.platform)
+	if err != nil {
+		return "", err
+	}
+	return "image:" + desc.Digest.String(), nil
+}
+
+// digest hashes the files that srcs select, as COPY would read them.
+func (sf *sourceFS) digest(srcs []string) (string, error) {
+	h := sha256.New()
+	for _, src := range srcs {
+		matches, err := sf.match(src)
+		if err != nil {
+			return "", err
+		}
+		for _, m := range matches {
+			err := sf.walk(m, func(p string, d fs.DirEntry) error { return sf.hashFile(h, p) })
+			if err != nil {
+				return "", err
+			}
+		}
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func (sf *sourceFS) hashFile(h io.Writer, rel string) error {
+	p := sf.abs(rel)
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(h, "%q %o %d", rel, fi.Mode(), fi.Size())
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, err := os.Readlink(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, " -> %q", target)
+	case fi.Mode().IsRegular():
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sum := sha256.New()
+		if _, err := io.Copy(sum, f); err != nil {
+			return err
+		}
+		fmt.Fprintf(h, " %x", sum.Sum(nil))
+	}
+	_, err = h.Write([]byte{'\n'})
+	return err
 }

@@ -21,39 +21,32 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	if err != nil {
 		return err
 	}
-	if err := s.materialize(ctx); err != nil {
-		return err
+	c := command{
+		platform: s.platform, argv: s.command(in), env: s.runEnv(),
+		user: s.cfg.Config.User, workdir: s.cfg.Config.WorkingDir, network: network,
 	}
-	argv := s.command(in)
-	out := s.b.output(s.platform)
-	files, err := s.b.sandbox.run(ctx, command{
-		platform: s.platform, layers: s.layers, dirs: s.dirs,
-		argv: argv, env: s.runEnv(), user: s.cfg.Config.User, workdir: s.cfg.Config.WorkingDir,
-		network: network, stdout: out, stderr: out,
-	}, true)
-	if err != nil {
-		return err
-	}
-	createdBy := "RUN " + strings.Join(argv, " ") + " # buildkit"
+	createdBy := "RUN " + strings.Join(c.argv, " ") + " # buildkit"
 	if in.JSON {
-		createdBy = "RUN " + jsonArgs(argv) + " # buildkit"
+		createdBy = "RUN " + jsonArgs(c.argv) + " # buildkit"
 	}
-	if len(files.entries) == 0 {
-		s.record(in, createdBy, true)
-		return nil
-	}
-	l, err := layers.New(func(tw *tar.Writer) error { return layers.Write(tw, files.entries, s.b.o.Epoch) }, s.layerOptions())
-	if err != nil {
-		return err
-	}
-	s.addLayer(in, l, createdBy)
-	if files.whole {
-		s.dirs = []string{files.dir}
-	} else {
-		s.dirs = append(s.dirs, files.dir)
-	}
-	s.dirLayers = len(s.layers)
-	return nil
+	k := key(s.key, "RUN", c.platform.String(), c.argv, c.env, c.user, c.workdir, c.network)
+	return s.cached(k, in, func() (*stepResult, error) {
+		if err := s.materialize(ctx); err != nil {
+			return nil, err
+		}
+		c.layers, c.dirs = s.layers, s.dirs
+		c.stdout = s.b.output(s.platform)
+		c.stderr = c.stdout
+		files, err := s.b.sandbox.run(ctx, c, true)
+		if err != nil {
+			return nil, err
+		}
+		res := &stepResult{createdBy: createdBy, files: files}
+		if len(files.entries) > 0 {
+			res.layer, err = layers.New(func(tw *tar.Writer) error { return layers.Write(tw, files.entries, s.b.o.Epoch) }, s.layerOptions())
+		}
+		return res, err
+	})
 }
 
 // network is a RUN's network: its --network flag, else the build's.

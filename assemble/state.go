@@ -34,6 +34,7 @@ type state struct {
 	layers    []v1.Layer // base layers then added ones
 	nBase     int        // how many of layers the base had
 	history   []v1.History
+	key       string   // the cache key of the stage's files so far
 	args      []string // ARGs declared in this stage, K=V
 	cmdSet    bool     // CMD was set in this stage
 	dirs      []string // unpacked filesystem: one directory per layer group, bottom first
@@ -54,7 +55,9 @@ func newScratchState(b *builder, st *Stage, plat, target platform.Platform) *sta
 		mt, ct = types.DockerManifestSchema2, types.DockerConfigJSON
 	}
 	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, mt), ct)
-	return &state{b: b, stage: st, platform: plat, target: target, base: img, mediaType: mt, cfg: cfg}
+	s := &state{b: b, stage: st, platform: plat, target: target, base: img, mediaType: mt, cfg: cfg}
+	s.key = key("", "scratch", plat.String(), s.layerOptions().MediaType, b.o.Compression, b.o.Epoch)
+	return s
 }
 
 func newImageState(b *builder, st *Stage, plat, target platform.Platform, img v1.Image, desc *v1.Descriptor, name string) (*state, error) {
@@ -74,8 +77,10 @@ func newImageState(b *builder, st *Stage, plat, target platform.Platform, img v1
 	if len(cfg.Config.Env) == 0 {
 		cfg.Config.Env = []string{"PATH=" + defaultPath}
 	}
-	return &state{b: b, stage: st, platform: plat, target: target, base: img, baseDesc: desc, baseName: name,
-		mediaType: mt, cfg: cfg, layers: ls, nBase: len(ls)}, nil
+	s := &state{b: b, stage: st, platform: plat, target: target, base: img, baseDesc: desc, baseName: name,
+		mediaType: mt, cfg: cfg, layers: ls, nBase: len(ls)}
+	s.key = key("", "image", desc.Digest.String(), plat.String(), s.layerOptions().MediaType, b.o.Compression, b.o.Epoch)
+	return s, nil
 }
 
 // child starts stage st on top of this finished stage.

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -74,15 +73,11 @@ func (s *Store) Put(idx v1.ImageIndex, tags []name.Reference) error {
 
 // lock takes the store's write lock, held across processes.
 func (s *Store) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.Dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := lockFile(filepath.Join(s.Dir, ".lock"))
 	if err != nil {
 		return nil, fmt.Errorf("locking store: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking store: %w", err)
-	}
-	return func() { f.Close() }, nil
+	return unlock, nil
 }
 
 func (s *Store) lookup(r name.Reference) (*Source, bool, error) {

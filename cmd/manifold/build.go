@@ -26,6 +26,7 @@ type buildFlags struct {
 	jobs                                                           int
 	network                                                        string
 	sandbox                                                        sandboxFlags
+	cache                                                          cacheFlags
 }
 
 func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -47,6 +48,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringVar(&f.compression, "compression", "gzip", "layer compression: gzip or zstd")
 	fs.StringVar(&f.network, "network", "default", "network of RUN steps without --network: default or host (the host's), or none (loopback only)")
 	f.sandbox.register(fs)
+	f.cache.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -57,16 +59,27 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	status := errOut
+	if f.progress == "quiet" {
+		status = io.Discard
+	}
+	exports, err := f.cache.options(ctx, &o, f.cacheDir, status)
+	if err != nil {
+		return err
+	}
 	res, err := assemble.Build(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer res.Close()
-	status := errOut
-	if f.progress == "quiet" {
-		status = io.Discard
+	if err := dest.write(ctx, res, o.Registry, f.metadata, out, status); err != nil {
+		return err
 	}
-	return dest.write(ctx, res, o.Registry, f.metadata, out, status)
+	var pushed []name.Reference
+	if dest.push {
+		pushed = dest.tags
+	}
+	return export(ctx, exports, res, pushed, o.Registry, status)
 }
 
 func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Options, *destination, error) {

@@ -33,6 +33,7 @@ func commands() []command {
 		{"build", "build an image for one or more platforms from a Dockerfile", runBuild},
 		{"inspect", "show an image or index: platforms, digests, layers, config", runInspect},
 		{"run", "run a command in one platform variant of an image", runRun},
+		{"prune", "empty the local cache of build steps and unpacked bases", runPrune},
 	}
 }
 

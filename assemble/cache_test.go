@@ -1,0 +1,182 @@
+package assemble_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/manifold-build/manifold/assemble"
+	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/emulate"
+	"github.com/manifold-build/manifold/registry"
+	"github.com/manifold-build/manifold/registry/registrytest"
+)
+
+// cacheBuild builds with a local cache in dir and a runner that counts what
+// ran, and returns what ran and the layer digests of each platform.
+func cacheBuild(t *testing.T, ctxDir, dir string, plats []string, mod func(*assemble.Options)) ([]run, map[string][]string) {
+	t.Helper()
+	cr := &countingRunner{Runner: &emulate.Sandbox{}}
+	res := mustBuild(t, ctxDir, plats, func(o *assemble.Options) {
+		o.Runner = cr
+		o.Cache = &registry.LocalCache{Dir: dir, Max: registry.DefaultCacheSize}
+		if mod != nil {
+			mod(o)
+		}
+	})
+	layers := map[string][]string{}
+	for _, pi := range res.Images {
+		layers[pi.Platform.Architecture] = digests(t, pi.Image)
+	}
+	return cr.runs, layers
+}
+
+func commands(runs []run) []string {
+	var out []string
+	for _, r := range runs {
+		out = append(out, r.platform+" "+r.cmd[strings.LastIndex(r.cmd, " ")+1:])
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A second build with the local cache runs nothing (the RUN writes a random
+// value, and its layer is the same), a changed input misses exactly from
+// the step that reads it on, and an unused or ignored input misses
+// nothing.
+func TestLocalCacheHitsAndExactMisses(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64", "linux/s390x")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf(`FROM %s
+RUN head -c 16 /dev/urandom | od -An -tx1 > /random # first
+COPY a.txt /a.txt
+RUN cat /a.txt /random > /second # second
+ARG USED
+RUN echo "$USED" > /third # third
+COPY b.txt /b.txt
+`, base),
+		"a.txt": "a\n", "b.txt": "b\n", "ignored.txt": "x\n", ".dockerignore": "ignored.txt\n",
+	})
+	dir := t.TempDir()
+	plats := []string{"linux/amd64", "linux/arm64"}
+	args := func(used, unused string) func(*assemble.Options) {
+		return func(o *assemble.Options) { o.BuildArgs = map[string]string{"USED": used, "UNUSED": unused} }
+	}
+	ran, first := cacheBuild(t, ctxDir, dir, plats, args("1", "1"))
+	if len(ran) != 6 {
+		t.Fatalf("first build ran %v, want 3 steps on 2 platforms", commands(ran))
+	}
+	for _, tc := range []struct {
+		name   string
+		change func()
+		args   func(*assemble.Options)
+		want   []string
+	}{
+		{"warm", func() {}, args("1", "1"), nil},
+		{"unused build arg", func() {}, args("1", "2"), nil},
+		{"ignored file", func() { os.WriteFile(filepath.Join(ctxDir, "ignored.txt"), []byte("y\n"), 0o644) }, args("1", "2"), nil},
+		{"Dockerfile comment", func() {
+			df, _ := os.ReadFile(filepath.Join(ctxDir, "Dockerfile"))
+			os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("# a comment\n"+string(df)), 0o644)
+		}, args("1", "2"), nil},
+		{"used build arg", func() {}, args("2", "2"), []string{"linux/amd64 third", "linux/arm64 third"}},
+		{"last file", func() { os.WriteFile(filepath.Join(ctxDir, "b.txt"), []byte("b2\n"), 0o644) }, args("2", "2"), nil},
+		{"first file", func() { os.WriteFile(filepath.Join(ctxDir, "a.txt"), []byte("a2\n"), 0o644) }, args("2", "2"),
+			[]string{"linux/amd64 second", "linux/amd64 third", "linux/arm64 second", "linux/arm64 third"}},
+	} {
+		tc.change()
+		ran, got := cacheBuild(t, ctxDir, dir, plats, tc.args)
+		if !slices.Equal(commands(ran), tc.want) {
+			t.Errorf("%s: ran %v, want %v", tc.name, commands(ran), tc.want)
+		}
+		if tc.name == "warm" && fmt.Sprint(got) != fmt.Sprint(first) {
+			t.Errorf("warm build layers %v, want the first build's %v", got, first)
+		}
+	}
+	ran, _ = cacheBuild(t, ctxDir, dir, []string{"linux/amd64", "linux/arm64", "linux/s390x"}, args("2", "2"))
+	if want := []string{"linux/s390x first", "linux/s390x second", "linux/s390x third"}; !slices.Equal(commands(ran), want) {
+		t.Errorf("a platform added: ran %v, want %v", commands(ran), want)
+	}
+	ran, _ = cacheBuild(t, ctxDir, dir, plats, func(o *assemble.Options) { args("2", "2")(o); o.NoCache = true })
+	if len(ran) != 6 {
+		t.Errorf("--no-cache ran %v, want every step", commands(ran))
+	}
+}
+
+// The Go cross-compile pattern: in a --platform=$BUILDPLATFORM stage, the
+// steps before ARG TARGETARCH run once for every target, those after it
+// once per target.
+func TestStepsBeforeTargetArgsAreShared(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64", "linux/s390x")
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf(`FROM --platform=$BUILDPLATFORM %[1]s AS build
+RUN echo toolchain > /toolchain # toolchain
+ARG TARGETARCH
+RUN echo "$TARGETARCH" > /out # compile
+FROM %[1]s
+COPY --from=build /out /out
+`, base)})
+	ran, _ := cacheBuild(t, ctxDir, t.TempDir(), []string{"linux/amd64", "linux/arm64", "linux/s390x"}, nil)
+	want := []string{"linux/amd64 compile", "linux/amd64 compile", "linux/amd64 compile", "linux/amd64 toolchain"}
+	if !slices.Equal(commands(ran), want) {
+		t.Errorf("ran %v, want %v", commands(ran), want)
+	}
+}
+
+// Two builds of one Dockerfile at once share the local cache safely: both
+// succeed with the same layers, and a third build runs nothing.
+func TestConcurrentBuildsShareTheCache(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM %s\nRUN seq 1 500 > /numbers\nCOPY Dockerfile /\n", base)})
+	dir := t.TempDir()
+	plats := []string{"linux/amd64", "linux/arm64"}
+	var wg sync.WaitGroup
+	got := make([]map[string][]string, 2)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, got[i] = cacheBuild(t, ctxDir, dir, plats, nil)
+		}()
+	}
+	wg.Wait()
+	if fmt.Sprint(got[0]) != fmt.Sprint(got[1]) {
+		t.Errorf("concurrent builds differ: %v and %v", got[0], got[1])
+	}
+	if ran, _ := cacheBuild(t, ctxDir, dir, plats, nil); len(ran) != 0 {
+		t.Errorf("a build after them ran %v", commands(ran))
+	}
+}
+
+// A cached layer whose bytes were damaged is found out and made again.
+func TestCorruptCacheEntryIsRebuilt(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM %s\nRUN seq 1 1000 > /numbers\n", base)})
+	dir := t.TempDir()
+	_, first := cacheBuild(t, ctxDir, dir, []string{"linux/amd64"}, nil)
+	blobs, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*"))
+	if len(blobs) != 1 {
+		t.Fatalf("the cache holds %d layers, want 1", len(blobs))
+	}
+	for _, damage := range []func(string){
+		func(p string) { os.Truncate(p, 10) },
+		func(p string) {
+			data, _ := os.ReadFile(p)
+			data[len(data)/2] ^= 0xff
+			os.WriteFile(p, data, 0o644)
+		},
+	} {
+		damage(blobs[0])
+		ran, got := cacheBuild(t, ctxDir, dir, []string{"linux/amd64"}, nil)
+		if len(ran) != 1 || fmt.Sprint(got) != fmt.Sprint(first) {
+			t.Errorf("after damage: ran %v, layers %v; want the step run again and %v", commands(ran), got, first)
+		}
+	}
+}
