@@ -1,6 +1,7 @@
 package assemble_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -179,4 +180,85 @@ func TestCorruptCacheEntryIsRebuilt(t *testing.T) {
 			t.Errorf("after damage: ran %v, layers %v; want the step run again and %v", commands(ran), got, first)
 		}
 	}
+}
+
+// The fresh CI runner: a build pushes its image and exports its steps to a
+// registry cache; a build on an empty runner (no local cache, no unpacked
+// base) with --cache-from runs nothing, fetches no layer and uploads no
+// layer: only configs, manifests and the index. A changed file runs only
+// the steps from its COPY on, and uploads only their layers.
+func TestFreshRunnerWithRegistryCache(t *testing.T) {
+	host, log := registrytest.Distribution(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nRUN head -c 16 /dev/urandom | od -An -tx1 > /random # first\nCOPY a.txt /a.txt\nRUN cat /a.txt /random > /second # second\n", base),
+		"a.txt":      "a\n",
+	})
+	plats := []string{"linux/amd64", "linux/arm64"}
+	cacheRef := registry.CacheRef{Ref: host + "/ci/cache:main"}
+	firstRan, first := freshRunnerBuild(t, ctxDir, plats, nil, host+"/ci/app:1")
+	if len(firstRan) != 4 {
+		t.Fatalf("the first build ran %v", commands(firstRan))
+	}
+	cached, err := registry.OpenCache(context.Background(), cacheRef, registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Reset()
+	ran, second := freshRunnerBuild(t, ctxDir, plats, cached, host+"/ci/app:2")
+	if len(ran) != 0 {
+		t.Errorf("the fresh runner ran %v, want nothing", commands(ran))
+	}
+	if fmt.Sprint(second) != fmt.Sprint(first) {
+		t.Errorf("the fresh runner's layers %v, want the first build's %v", second, first)
+	}
+	for _, ds := range second {
+		for _, d := range ds {
+			if g, u := log.BlobGets(d), log.Uploads(d); g != 0 || u != 0 {
+				t.Errorf("layer %s: %d GETs and %d uploads on the fresh runner, want none", d, g, u)
+			}
+		}
+	}
+	os.WriteFile(filepath.Join(ctxDir, "a.txt"), []byte("changed\n"), 0o644)
+	log.Reset()
+	ran, third := freshRunnerBuild(t, ctxDir, plats, cached, host+"/ci/app:3")
+	if want := []string{"linux/amd64 second", "linux/arm64 second"}; !slices.Equal(commands(ran), want) {
+		t.Errorf("after a change the fresh runner ran %v, want %v", commands(ran), want)
+	}
+	for arch, ds := range third {
+		for i, d := range ds {
+			changed := i >= len(ds)-2 // the COPY's layer and the RUN's after it
+			if u := log.Uploads(d); (u == 1) != changed {
+				t.Errorf("%s layer %d (%s) uploaded %d times; changed: %v", arch, i, d, u, changed)
+			}
+		}
+	}
+}
+
+// freshRunnerBuild builds with an empty local cache and the given imported
+// one, pushes to tag, and exports every step to the registry cache.
+func freshRunnerBuild(t *testing.T, ctxDir string, plats []string, from *registry.ImportedCache, tag string) ([]run, map[string][]string) {
+	t.Helper()
+	cr := &countingRunner{Runner: &emulate.Sandbox{}}
+	res := mustBuildUnread(t, ctxDir, plats, func(o *assemble.Options) {
+		o.Runner = cr
+		o.Cache = &registry.LocalCache{Dir: t.TempDir()}
+		if from != nil {
+			o.CacheFrom = []assemble.StepCache{from}
+		}
+	})
+	push(t, res, tag)
+	var steps []registry.CacheStep
+	for _, s := range res.Steps {
+		steps = append(steps, registry.CacheStep{Key: s.Key, Step: s.Step, Layer: s.Layer})
+	}
+	cacheRef := registry.CacheRef{Ref: strings.Split(tag, "/")[0] + "/ci/cache:main"}
+	if err := registry.ExportCache(context.Background(), cacheRef, steps, ref(t, tag), registry.Options{}); err != nil {
+		t.Fatalf("exporting the cache: %v", err)
+	}
+	layers := map[string][]string{}
+	for _, pi := range res.Images {
+		layers[pi.Platform.Architecture] = digests(t, pi.Image)
+	}
+	return cr.runs, layers
 }
