@@ -190,12 +190,32 @@ func newBuilder(o Options) (*builder, error) {
 	if b.workDir, err = os.MkdirTemp(o.WorkDir, "manifold-build-"); err != nil {
 		return nil, err
 	}
+	go EmptyTrash(filepath.Dir(b.workDir)) // earlier builds'; whatever is left waits for the next
 	b.sandbox = &sandbox{runner: o.Runner, rootfs: o.Rootfs, scratch: b.workDir, walk: o.WalkCapture}
 	return b, nil
 }
 
+// cleanup sets the build's scratch files aside, in one rename: deleting
+// the thousands of files a step can leave costs as much as the step, so a
+// later build (or manifold prune) deletes them while it works.
 func (b *builder) cleanup() {
-	os.RemoveAll(b.workDir)
+	trash := filepath.Join(filepath.Dir(b.workDir), trashPrefix+filepath.Base(b.workDir))
+	if os.Rename(b.workDir, trash) != nil {
+		os.RemoveAll(b.workDir)
+	}
+}
+
+// trashPrefix names scratch folders of finished builds, waiting to be
+// deleted.
+const trashPrefix = ".trash-"
+
+// EmptyTrash deletes the scratch folders that finished builds set aside in
+// dir.
+func EmptyTrash(dir string) {
+	old, _ := filepath.Glob(filepath.Join(dir, trashPrefix+"*"))
+	for _, d := range old {
+		os.RemoveAll(d)
+	}
 }
 
 func (b *builder) targetStage() (*Stage, error) {

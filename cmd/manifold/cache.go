@@ -185,6 +185,7 @@ func runPrune(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	assemble.EmptyTrash(filepath.Join(*cacheDir, "tmp"))
 	// Unpacked bases are made again from their layers when a step needs them.
 	rootfs := filepath.Join(*cacheDir, "rootfs")
 	if err := os.RemoveAll(rootfs); err != nil {
