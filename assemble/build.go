@@ -218,6 +218,14 @@ func EmptyTrash(dir string) {
 	}
 }
 
+// now is the time a step that runs is said to be created at.
+func (b *builder) now() time.Time {
+	if b.o.Epoch != nil {
+		return b.o.Epoch.UTC()
+	}
+	return time.Now().UTC().Truncate(time.Second)
+}
+
 func (b *builder) targetStage() (*Stage, error) {
 	if b.o.Target == "" {
 		return b.df.Stages[len(b.df.Stages)-1], nil

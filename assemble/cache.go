@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"sync"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -39,6 +40,7 @@ func key(parent string, parts ...any) string {
 type stepResult struct {
 	layer     v1.Layer // nil: no layer
 	createdBy string
+	created   time.Time  // when the step ran, here or where it was cached
 	files     *stepFiles // the step's files on disk, when it ran here
 	cached    bool       // found in a cache, not run
 }
@@ -57,6 +59,7 @@ func (s *state) cached(key string, in *Instruction, make func() (*stepResult, er
 		if err != nil {
 			return nil, err
 		}
+		r.created = s.b.now()
 		s.b.store(key, r)
 		return r, nil
 	})
@@ -73,7 +76,7 @@ func (s *state) cached(key string, in *Instruction, make func() (*stepResult, er
 
 // apply adds a step's result to the stage.
 func (s *state) apply(key string, in *Instruction, res *stepResult) {
-	s.key = key
+	s.key, s.clock = key, res.created
 	if res.layer == nil {
 		s.record(in, res.createdBy, true)
 		return
@@ -112,7 +115,7 @@ func (b *builder) lookup(key string) (*stepResult, bool) {
 	}
 	for _, c := range caches {
 		if st, l, ok := c.Get(key); ok {
-			return &stepResult{layer: l, createdBy: st.CreatedBy, cached: true}, true
+			return &stepResult{layer: l, createdBy: st.CreatedBy, created: st.Created, cached: true}, true
 		}
 	}
 	return nil, false
@@ -124,7 +127,7 @@ func (b *builder) store(key string, r *stepResult) {
 	if b.o.Cache == nil {
 		return
 	}
-	if err := b.o.Cache.Put(key, registry.Step{CreatedBy: r.createdBy}, r.layer); err != nil && b.o.Progress != nil {
+	if err := b.o.Cache.Put(key, registry.Step{CreatedBy: r.createdBy, Created: r.created}, r.layer); err != nil && b.o.Progress != nil {
 		b.outMu.Lock()
 		defer b.outMu.Unlock()
 		b.o.Progress.Write([]byte("warning: caching a step: " + err.Error() + "\n"))
@@ -140,6 +143,6 @@ func (b *builder) remember(key string, r *stepResult, inTarget bool) {
 		b.done[key] = old
 		return
 	}
-	b.done[key] = CachedStep{Key: key, Step: registry.Step{CreatedBy: r.createdBy}, Layer: r.layer, InTarget: inTarget}
+	b.done[key] = CachedStep{Key: key, Step: registry.Step{CreatedBy: r.createdBy, Created: r.created}, Layer: r.layer, InTarget: inTarget}
 	b.order = append(b.order, key)
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/assembletest"
@@ -261,4 +262,31 @@ func freshRunnerBuild(t *testing.T, ctxDir string, plats []string, from *registr
 		layers[pi.Platform.Architecture] = digests(t, pi.Image)
 	}
 	return cr.runs, layers
+}
+
+// Without SOURCE_DATE_EPOCH, a rebuild from the cache is the same image, as
+// in BuildKit: a step's history time is when it ran, kept in the cache, and
+// config-only steps and the image take the newest layer's time.
+func TestWarmRebuildIsTheSameImage(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM %s\nENV A=1\nRUN date > /when\nLABEL b=2\n", base)})
+	dir := t.TempDir()
+	var digests []string
+	for range 2 {
+		res := mustBuild(t, ctxDir, []string{"linux/amd64", "linux/arm64"}, func(o *assemble.Options) {
+			o.Epoch = nil
+			o.Runner = &emulate.Sandbox{}
+			o.Cache = &registry.LocalCache{Dir: dir}
+		})
+		d, err := res.Index.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, d.String())
+		time.Sleep(1100 * time.Millisecond) // a rebuild in another second
+	}
+	if digests[0] != digests[1] {
+		t.Errorf("a rebuild from the cache gave %s, the first build %s", digests[1], digests[0])
+	}
 }

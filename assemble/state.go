@@ -34,11 +34,12 @@ type state struct {
 	layers    []v1.Layer // base layers then added ones
 	nBase     int        // how many of layers the base had
 	history   []v1.History
-	key       string   // the cache key of the stage's files so far
-	args      []string // ARGs declared in this stage, K=V
-	cmdSet    bool     // CMD was set in this stage
-	dirs      []string // unpacked filesystem: one directory per layer group, bottom first
-	dirLayers int      // how many of layers dirs covers
+	key       string    // the cache key of the stage's files so far
+	clock     time.Time // when the newest layer step ran, here or in a cache (zero: none yet)
+	args      []string  // ARGs declared in this stage, K=V
+	cmdSet    bool      // CMD was set in this stage
+	dirs      []string  // unpacked filesystem: one directory per layer group, bottom first
+	dirLayers int       // how many of layers dirs covers
 
 	userDB       *emulate.Users // /etc/passwd and /etc/group, when read
 	userDBLayers int            // len(layers) when userDB was read
@@ -110,20 +111,32 @@ func (s *state) expand(word string) (string, error) {
 	return out, err
 }
 
+// created is the time history entries and the image get: SOURCE_DATE_EPOCH
+// when set, else the time the stage's newest layer was made (a cached
+// layer's from its cache, as BuildKit keeps it, so that a rebuild from the
+// cache gives the same image), else now.
 func (s *state) created() time.Time {
-	if s.b.o.Epoch != nil {
+	switch {
+	case s.b.o.Epoch != nil:
 		return s.b.o.Epoch.UTC()
+	case !s.clock.IsZero():
+		return s.clock
 	}
-	return time.Now().UTC().Truncate(time.Second)
+	return s.b.now()
 }
 
-// record adds a history entry for in; empty says it added no layer.
+// record adds a history entry for in; empty says it added no layer. A
+// step that only edits the config gets its time when the image is made.
 func (s *state) record(in *Instruction, createdBy string, empty bool) {
 	if createdBy == "" {
 		createdBy = in.String()
 	}
+	var t time.Time
+	if in.Cmd == "run" || in.Cmd == "copy" || in.Cmd == "add" {
+		t = s.created()
+	}
 	s.history = append(s.history, v1.History{
-		Created:    v1.Time{Time: s.created()},
+		Created:    v1.Time{Time: t},
 		CreatedBy:  createdBy,
 		Comment:    "buildkit.dockerfile.v0",
 		EmptyLayer: empty,
@@ -194,7 +207,12 @@ func (s *state) image() (v1.Image, error) {
 		}
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, d)
 	}
-	cfg.History = append(cfg.History, s.history...)
+	for _, h := range s.history {
+		if h.Created.IsZero() {
+			h.Created = v1.Time{Time: s.created()}
+		}
+		cfg.History = append(cfg.History, h)
+	}
 	cfg.Created = v1.Time{Time: s.created()}
 	if s.isTarget() {
 		if cfg.Config.Labels == nil && len(s.b.o.Labels) > 0 {

@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -15,6 +16,7 @@ import (
 type Step struct {
 	Layer     *LayerInfo `json:"layer,omitempty"`
 	CreatedBy string     `json:"createdBy"`
+	Created   time.Time  `json:"created"` // when it ran: its history entry's time
 }
 
 // LayerInfo is what an image needs of a layer it does not hold yet: its
