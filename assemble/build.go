@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
@@ -210,8 +212,11 @@ func (b *builder) cleanup() {
 const trashPrefix = ".trash-"
 
 // EmptyTrash deletes the scratch folders that finished builds set aside in
-// dir.
+// dir. It runs at the lowest CPU priority, on a thread of its own that ends
+// with it, so that it takes what the build leaves.
 func EmptyTrash(dir string) {
+	runtime.LockOSThread() // never unlocked: the thread, and its priority, go with the goroutine
+	unix.Setpriority(unix.PRIO_PROCESS, 0, 19)
 	old, _ := filepath.Glob(filepath.Join(dir, trashPrefix+"*"))
 	for _, d := range old {
 		os.RemoveAll(d)

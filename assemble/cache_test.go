@@ -290,3 +290,21 @@ func TestWarmRebuildIsTheSameImage(t *testing.T) {
 		t.Errorf("a rebuild from the cache gave %s, the first build %s", digests[1], digests[0])
 	}
 }
+
+// A step after a cached one that deleted files sees them deleted: the
+// cached layer's whiteouts hold when the stage is unpacked for a miss.
+func TestMissAfterCachedDeletion(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nRUN rm /etc/group && rm -rf /root && mkdir /root && touch /root/new\nCOPY x.txt /\nRUN test ! -e /etc/group && ls -A /root > /seen\n", base),
+		"x.txt":      "1\n",
+	})
+	dir := t.TempDir()
+	cacheBuild(t, ctxDir, dir, []string{"linux/amd64"}, nil)
+	os.WriteFile(filepath.Join(ctxDir, "x.txt"), []byte("2\n"), 0o644)
+	ran, _ := cacheBuild(t, ctxDir, dir, []string{"linux/amd64"}, nil)
+	if len(ran) != 1 {
+		t.Errorf("ran %v, want only the last RUN", commands(ran))
+	}
+}

@@ -4,9 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -42,8 +43,14 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 			return nil, err
 		}
 		res := &stepResult{createdBy: createdBy, files: files}
-		if len(files.entries) > 0 {
-			res.layer, err = layers.New(func(tw *tar.Writer) error { return layers.Write(tw, files.entries, s.b.o.Epoch) }, s.layerOptions())
+		if len(files.entries) == 0 {
+			return res, nil
+		}
+		if res.layer, err = layers.New(func(tw *tar.Writer) error { return layers.Write(tw, files.entries, s.b.o.Epoch) }, s.layerOptions()); err != nil {
+			return nil, err
+		}
+		if !files.whole {
+			files.dir, err = s.b.sandbox.keep(append(slices.Clone(s.layers), res.layer), files.dir)
 		}
 		return res, err
 	})
@@ -76,11 +83,18 @@ func (s *state) materialize(ctx context.Context) error {
 		s.dirs, s.dirLayers = []string{base}, s.nBase
 	}
 	for s.dirLayers < len(s.layers) {
-		d, err := os.MkdirTemp(s.b.workDir, "layer-")
-		if err != nil {
-			return err
+		d, err := s.b.sandbox.snapshot(ctx, s.layers[:s.dirLayers+1])
+		if errors.Is(err, layers.ErrNeedsRoot) {
+			// Deletions cannot be kept in a folder of their own here: the
+			// whole stack in one instead.
+			full, err := s.b.sandbox.unpacked(ctx, s.layers)
+			if err != nil {
+				return err
+			}
+			s.dirs, s.dirLayers = []string{full}, len(s.layers)
+			return nil
 		}
-		if err := layers.Unpack(ctx, d, s.layers[s.dirLayers:s.dirLayers+1]); err != nil {
+		if err != nil {
 			return err
 		}
 		s.dirs = append(s.dirs, d)

@@ -130,6 +130,24 @@ func (sb *sandbox) changes(ctx context.Context, c command, res *emulate.Result) 
 	return &stepFiles{entries: entries, dir: res.Rootfs, whole: true}, nil
 }
 
+// snapshot returns a directory with the top layer of ls in overlayfs's
+// format, to stack on the layers below it (cached by chain ID).
+func (sb *sandbox) snapshot(ctx context.Context, ls []v1.Layer) (string, error) {
+	if sb.rootfs == nil {
+		return "", errors.New("no rootfs cache configured")
+	}
+	return sb.rootfs.Diff(ctx, ls)
+}
+
+// keep makes a step's upper directory the snapshot of the layer it became,
+// instead of deleting it when the build ends; without a cache it stays.
+func (sb *sandbox) keep(ls []v1.Layer, upper string) (string, error) {
+	if sb.rootfs == nil {
+		return upper, nil
+	}
+	return sb.rootfs.Keep(ls, upper)
+}
+
 // unpacked returns one directory with all of ls unpacked, cached by chain
 // ID: the base of a stage's overlay, and what COPY --from reads.
 func (sb *sandbox) unpacked(ctx context.Context, ls []v1.Layer) (string, error) {

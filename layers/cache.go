@@ -16,6 +16,7 @@ import (
 // they are made: users lay an overlay on top.
 type Cache struct {
 	Dir string
+	Max int64 // bytes of snapshots kept (see Diff); 0: no bound
 
 	mu    sync.Mutex
 	locks map[digest.Digest]*sync.Mutex

@@ -36,6 +36,37 @@ func Unpack(ctx context.Context, dir string, ls []v1.Layer) error {
 	return nil
 }
 
+// UnpackDiff unpacks one layer into the empty directory dir in overlayfs's
+// format, to stack as a lower directory on those of the layers below it: a
+// deletion becomes a 0/0 character device, an opaque marker the
+// user.overlay.opaque xattr (what an overlay mounted with userxattr reads).
+// Making those devices takes root: without it, ErrNeedsRoot.
+func UnpackDiff(ctx context.Context, dir string, l v1.Layer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	a := newApplier(root)
+	a.diff = true
+	if err := a.apply(tar.NewReader(rc)); err != nil {
+		d, _ := l.Digest()
+		return fmt.Errorf("unpacking layer %s: %w", d, err)
+	}
+	return nil
+}
+
+// ErrNeedsRoot is a diff layer with deletions, unpacked without root.
+var ErrNeedsRoot = errors.New("making overlayfs whiteouts needs root")
+
 func applyLayer(root *os.Root, l v1.Layer) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
@@ -47,7 +78,15 @@ func applyLayer(root *os.Root, l v1.Layer) error {
 
 // apply applies one layer's tar stream to root.
 func apply(root *os.Root, tr *tar.Reader) error {
-	a := applier{root: root, seen: map[string]bool{}, unprivileged: os.Geteuid() != 0}
+	a := newApplier(root)
+	return a.apply(tr)
+}
+
+func newApplier(root *os.Root) *applier {
+	return &applier{root: root, seen: map[string]bool{}, unprivileged: os.Geteuid() != 0}
+}
+
+func (a *applier) apply(tr *tar.Reader) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -69,6 +108,7 @@ type applier struct {
 	opaque       []string
 	dirTimes     []*tar.Header
 	unprivileged bool
+	diff         bool // overlayfs's format: deletions and opaque markers are kept, not applied
 }
 
 func (a *applier) entry(h *tar.Header, r io.Reader) error {
@@ -82,7 +122,10 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 	}
 	name = path.Join(dir, base)
 	if p, opaque, ok := marker(name); ok {
-		if opaque {
+		switch {
+		case a.diff:
+			return a.overlayMarker(p, opaque)
+		case opaque:
 			a.opaque = append(a.opaque, p)
 			return nil
 		}
@@ -160,6 +203,37 @@ func (a *applier) create(name string, h *tar.Header, r io.Reader) error {
 		return a.mknod(name, h)
 	}
 	return fmt.Errorf("unsupported tar entry type %q", h.Typeflag)
+}
+
+// overlayMarker writes a deletion or an opaque marker as overlayfs keeps
+// them in a directory of the stack.
+func (a *applier) overlayMarker(p string, opaque bool) error {
+	if opaque {
+		if p != "" {
+			if err := a.root.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+		}
+		d, err := a.root.Open(dirOrDot(p))
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return unix.Fsetxattr(int(d.Fd()), "user.overlay.opaque", []byte("y"), 0)
+	}
+	dir, _ := splitName(p)
+	if dir != "" {
+		if err := a.root.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	err := a.mknod(p, &tar.Header{Typeflag: tar.TypeChar})
+	if errors.Is(err, unix.EPERM) || a.unprivileged {
+		if _, serr := a.root.Lstat(p); serr != nil {
+			return ErrNeedsRoot
+		}
+	}
+	return err
 }
 
 func (a *applier) mknod(name string, h *tar.Header) error {

@@ -50,6 +50,9 @@ func (c *cacheFlags) options(ctx context.Context, o *assemble.Options, cacheDir 
 		return nil, err
 	}
 	o.Cache = &registry.LocalCache{Dir: filepath.Join(cacheDir, "steps"), Max: size}
+	if o.Rootfs != nil {
+		o.Rootfs.Max = size // the steps' unpacked layers, kept as snapshots
+	}
 	o.NoCache = c.noCache
 	var exports []cacheExport
 	for _, spec := range c.to {
