@@ -151,6 +151,8 @@ type builder struct {
 	sources  map[string]func() (*registry.Source, error)
 	stages   map[string]func() (*state, error)
 	steps    map[string]func() (*stepResult, error) // by cache key
+	layers   map[string]func() (v1.Layer, error)    // COPY layers, by what they hold
+	digests  map[string]func() (string, error)      // context files COPY reads, by sources
 	done     map[string]CachedStep                  // steps of this build, by cache key
 	order    []string                               // done's keys in the order the steps ended
 	baseSrc  *registry.Source                       // the target stage's base, for index order and type
@@ -177,7 +179,8 @@ func newBuilder(o Options) (*builder, error) {
 		return nil, err
 	}
 	b := &builder{o: o, df: df, ctxDir: cd, sources: map[string]func() (*registry.Source, error){}, stages: map[string]func() (*state, error){},
-		steps: map[string]func() (*stepResult, error){}, done: map[string]CachedStep{}}
+		steps: map[string]func() (*stepResult, error){}, done: map[string]CachedStep{},
+		layers: map[string]func() (v1.Layer, error){}, digests: map[string]func() (string, error){}}
 	if _, err := b.targetStage(); err != nil {
 		return nil, err
 	}

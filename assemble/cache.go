@@ -93,6 +93,18 @@ func (s *state) apply(key string, in *Instruction, res *stepResult) {
 	}
 }
 
+// layer makes a layer once per build for each content key.
+func (b *builder) layer(key string, make func() (v1.Layer, error)) (v1.Layer, error) {
+	b.mu.Lock()
+	once := b.layers[key]
+	if once == nil {
+		once = sync.OnceValues(make)
+		b.layers[key] = once
+	}
+	b.mu.Unlock()
+	return once()
+}
+
 // step shares one run of each key among the platforms of a build.
 func (b *builder) step(key string, run func() (*stepResult, error)) (*stepResult, error) {
 	b.mu.Lock()

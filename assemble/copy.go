@@ -57,13 +57,16 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 	// the users --chown names), so the flags go in as written.
 	k := key(s.key, in.Cmd, srcs, s.resolve(dest), strings.HasSuffix(dest, "/"), chown, in.Flags["chmod"], from)
 	return s.cached(k, in, func() (*stepResult, error) {
-		l, err := s.copyLayer(ctx, in, srcs, dest, mode)
+		l, err := s.copyLayer(ctx, in, srcs, dest, mode, from)
 		return &stepResult{layer: l, createdBy: in.String() + " # buildkit"}, err
 	})
 }
 
 // copyLayer makes a COPY or ADD step's layer.
-func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, dest string, mode *fs.FileMode) (v1.Layer, error) {
+// Platforms whose COPY reads the same files into the same place with the
+// same owners get the same layer: it is made once (from names what the
+// files are).
+func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, dest string, mode *fs.FileMode, from string) (v1.Layer, error) {
 	sf, err := s.copySource(ctx, in)
 	if err != nil {
 		return nil, err
@@ -80,12 +83,16 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 			return nil, err
 		}
 	}
-	for _, src := range srcs {
-		if err := c.source(src); err != nil {
-			return nil, err
+	opts := s.layerOptions()
+	k := key("", "layer", in.Cmd, from, srcs, c.dest, c.toDir, ids, in.Flags["chmod"], opts.MediaType, opts.Compression, s.b.o.Epoch)
+	return s.b.layer(k, func() (v1.Layer, error) {
+		for _, src := range srcs {
+			if err := c.source(src); err != nil {
+				return nil, err
+			}
 		}
-	}
-	return layers.New(func(tw *tar.Writer) error { return layers.Write(tw, c.entries, s.b.o.Epoch) }, s.layerOptions())
+		return layers.New(func(tw *tar.Writer) error { return layers.Write(tw, c.entries, s.b.o.Epoch) }, opts)
+	})
 }
 
 func (s *state) layerOptions() layers.Options {
@@ -115,7 +122,7 @@ type copier struct {
 	entries []layers.Entry
 }
 
-type idPair struct{ uid, gid int }
+type idPair struct{ UID, GID int }
 
 func (c *copier) source(src string) error {
 	matches, err := c.sf.match(src)
@@ -175,7 +182,7 @@ func (c *copier) entry(rel, target string) error {
 		e.Uid, e.Gid = 0, 0
 	}
 	if c.ids != nil {
-		e.Uid, e.Gid = c.ids.uid, c.ids.gid
+		e.Uid, e.Gid = c.ids.UID, c.ids.GID
 	}
 	if c.mode != nil && e.Typeflag != tar.TypeSymlink {
 		e.Mode = int64(*c.mode)

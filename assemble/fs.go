@@ -9,6 +9,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -102,7 +104,7 @@ func (s *state) copySource(ctx context.Context, in *Instruction) (*sourceFS, err
 func (s *state) copyInputs(ctx context.Context, in *Instruction, srcs []string) (string, error) {
 	from, ok := in.Flags["from"]
 	if !ok {
-		d, err := s.b.ctxDir.source().digest(srcs)
+		d, err := s.b.contextDigest(srcs)
 		return "context:" + d, err
 	}
 	from, err := s.expand(from)
@@ -125,6 +127,19 @@ func (s *state) copyInputs(ctx context.Context, in *Instruction, srcs []string) 
 		return "", err
 	}
 	return "image:" + desc.Digest.String(), nil
+}
+
+// contextDigest hashes the context files srcs select, once per build.
+func (b *builder) contextDigest(srcs []string) (string, error) {
+	k := strings.Join(srcs, "\x00")
+	b.mu.Lock()
+	once := b.digests[k]
+	if once == nil {
+		once = sync.OnceValues(func() (string, error) { return b.ctxDir.source().digest(srcs) })
+		b.digests[k] = once
+	}
+	b.mu.Unlock()
+	return once()
 }
 
 // digest hashes the files that srcs select, as COPY would read them.

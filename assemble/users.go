@@ -30,7 +30,7 @@ func (s *state) owner(ctx context.Context, spec string) (*idPair, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &idPair{uid: u.UID, gid: u.GID}, nil
+	return &idPair{UID: u.UID, GID: u.GID}, nil
 }
 
 // users reads the stage's /etc/passwd and /etc/group, in one pass over its
