@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/manifold-build/manifold/assemble/assembletest"
 	"github.com/manifold-build/manifold/emulate/platform"
@@ -66,6 +67,9 @@ func archinfoFiles(t *testing.T, tag string) map[string]string {
 	idx, err := remote.Index(r)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := validate.Index(idx); err != nil {
+		t.Errorf("the pushed index does not validate: %v", err)
 	}
 	m, err := idx.IndexManifest()
 	if err != nil {
