@@ -78,17 +78,20 @@ func (s *state) metadata(in *Instruction) error {
 	return nil
 }
 
-// pairs expands ENV and LABEL key/value triples (key, value, separator).
+// pairs expands ENV and LABEL key/value triples (key, value, separator),
+// every one in the environment from before the instruction: in `ENV A=2
+// B=$A`, $A is the earlier A, as in BuildKit.
 func (s *state) pairs(in *Instruction, set func(k, v string)) error {
 	if len(in.Args) == 0 || len(in.Args)%3 != 0 {
 		return fmt.Errorf("%s needs key=value pairs", strings.ToUpper(in.Cmd))
 	}
+	env := s.env()
 	for i := 0; i < len(in.Args); i += 3 {
-		k, err := s.expand(in.Args[i])
+		k, _, err := s.b.df.expand(in.Args[i], env)
 		if err != nil {
 			return err
 		}
-		v, err := s.expand(in.Args[i+1])
+		v, _, err := s.b.df.expand(in.Args[i+1], env)
 		if err != nil {
 			return err
 		}

@@ -95,6 +95,7 @@ func (sf *sourceFS) match(src string) ([]string, error) {
 		}
 		return []string{rel}, nil
 	}
+	// A wildcard that matches nothing copies nothing, as in BuildKit.
 	var out []string
 	err := sf.walk(".", func(p string, _ fs.DirEntry) error {
 		if ok, _ := path.Match(rel, p); ok {
@@ -102,9 +103,6 @@ func (sf *sourceFS) match(src string) ([]string, error) {
 		}
 		return nil
 	})
-	if err == nil && len(out) == 0 {
-		err = fmt.Errorf("%q: no files match in %s", src, sf.describe)
-	}
 	return out, err
 }
 

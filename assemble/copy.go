@@ -76,7 +76,8 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 		return nil, err
 	}
 	c := &copier{sf: sf, ids: ids, mode: mode, add: in.Cmd == "add"}
-	c.toDir = strings.HasSuffix(dest, "/") || dest == "." || len(srcs) > 1
+	c.exists = func(p string) (bool, error) { return s.exists(ctx, p) }
+	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs) > 1
 	c.dest = s.resolve(dest)
 	if !c.toDir {
 		if c.toDir, err = s.isDir(ctx, c.dest); err != nil {
@@ -99,6 +100,17 @@ func (s *state) layerOptions() layers.Options {
 	return layers.Options{Compression: s.b.o.Compression, MediaType: layers.MediaTypeFor(s.mediaType, s.b.o.Compression), Dir: s.b.layerDir}
 }
 
+// exists tells whether p is in the stage (following symlinks), reading
+// layers top-down, like isDir, when the stage's files are not at hand.
+func (s *state) exists(ctx context.Context, p string) (bool, error) {
+	if s.unpacked() {
+		_, err := s.stat(p)
+		return err == nil, nil
+	}
+	h, err := s.b.catalog.StatFollow(ctx, s.layers, p)
+	return h != nil, err
+}
+
 // isDir tells whether p is a directory in the stage (following symlinks),
 // as Docker decides where a destination without a trailing slash goes.
 // Without the stage's files at hand, it reads layers top-down until one
@@ -113,6 +125,7 @@ func (s *state) isDir(ctx context.Context, p string) (bool, error) {
 }
 
 type copier struct {
+	exists  func(p string) (bool, error) // whether p is in the stage
 	sf      *sourceFS
 	ids     *idPair
 	mode    *fs.FileMode
@@ -150,6 +163,7 @@ func (c *copier) one(rel string) error {
 			sub := ""
 			switch {
 			case p == rel:
+				return c.destDir(p)
 			case rel == ".":
 				sub = p
 			default:
@@ -168,6 +182,35 @@ func (c *copier) one(rel string) error {
 		target = path.Join(c.dest, path.Base(rel))
 	}
 	return c.entry(rel, target)
+}
+
+// destDir is the entry of the directory a directory's contents are copied
+// into, as BuildKit makes it: one that exists is left alone (/tmp keeps
+// 1777); one the COPY creates gets 0755, or the --chmod mode, and the
+// --chown owner. Without those flags the layer needs no entry (readers
+// make a missing parent 0755 and root's), which spares looking the
+// destination up in the base's layers.
+func (c *copier) destDir(rel string) error {
+	if c.dest == "/" || c.ids == nil && c.mode == nil {
+		return nil
+	}
+	exists, err := c.exists(c.dest)
+	if err != nil || exists {
+		return err
+	}
+	e, err := layers.EntryFor(c.sf.abs(rel), c.dest)
+	if err != nil {
+		return err
+	}
+	e.Mode, e.Uid, e.Gid = 0o755, 0, 0
+	if c.mode != nil {
+		e.Mode = int64(*c.mode)
+	}
+	if c.ids != nil {
+		e.Uid, e.Gid = c.ids.UID, c.ids.GID
+	}
+	c.entries = append(c.entries, e)
+	return nil
 }
 
 func (c *copier) entry(rel, target string) error {

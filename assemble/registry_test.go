@@ -3,6 +3,8 @@ package assemble_test
 import (
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -283,5 +285,28 @@ func TestIndexTypeFollowsTheBaseIndex(t *testing.T) {
 	res := mustBuildUnread(t, ctxDir, []string{"linux/amd64"}, nil)
 	if mt, _ := res.Index.MediaType(); mt != types.OCIImageIndex {
 		t.Errorf("index type %s, want the base index's %s", mt, types.OCIImageIndex)
+	}
+}
+
+// Copying a directory's contents into a directory the image has leaves
+// that directory alone (/tmp keeps 1777 and its owner), with and without
+// --chown, as BuildKit does.
+func TestCopyIntoExistingDirectoryKeepsIt(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nCOPY dir/ /tmp/\nCOPY --chown=1000 --chmod=0700 dir/ /tmp/\nCOPY --chown=1000 dir/ /new/\n", base),
+		"dir/f.txt":  "f\n",
+	})
+	os.Chmod(filepath.Join(ctxDir, "dir"), 0o750)
+	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, nil)
+	ls, _ := res.Images[0].Image.Layers()
+	for i, l := range ls[2:4] {
+		if f, ok := layerFiles(t, l)["tmp/"]; ok {
+			t.Errorf("layer %d rewrites /tmp: %+v", i+3, f)
+		}
+	}
+	if f, ok := layerFiles(t, ls[4])["new/"]; !ok || f.Mode != 0o755 || f.UID != 1000 || f.GID != 1000 {
+		t.Errorf("COPY --chown=1000 dir/ /new/ made /new %+v (present %v), want 0755 1000:1000", f, ok)
 	}
 }

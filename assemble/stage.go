@@ -155,13 +155,12 @@ func (b *builder) buildStage(ctx context.Context, st *Stage, target platform.Pla
 		return nil, b.located(st.From, plat, err)
 	}
 	b.progress(plat, "FROM %s", ref)
-	var steps []*Instruction
-	if b.df.stageRef(ref, st.Index) == nil {
-		// An image's ONBUILD triggers run in the stage built on it, as in
-		// BuildKit; a stage's own triggers wait for an image built on it.
-		if steps, err = b.triggers(s, st); err != nil {
-			return nil, err
-		}
+	// The ONBUILD triggers of the base, an image or an earlier stage, run
+	// first in the stage built on it, and are not inherited: BuildKit
+	// v0.34.2 does both.
+	steps, err := b.triggers(s, st)
+	if err != nil {
+		return nil, err
 	}
 	for _, in := range append(steps, st.Steps...) {
 		if err := ctx.Err(); err != nil {

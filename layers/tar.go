@@ -28,7 +28,7 @@ type Entry struct {
 // clamped to epoch when it is not nil, hardlinks pointing at the first name
 // of their file.
 func Write(tw *tar.Writer, entries []Entry, epoch *time.Time) error {
-	sorted := slices.Clone(entries)
+	sorted := lastOfEach(entries)
 	for i := range sorted {
 		normalize(&sorted[i].Header, epoch)
 	}
@@ -47,6 +47,23 @@ func Write(tw *tar.Writer, entries []Entry, epoch *time.Time) error {
 		}
 	}
 	return nil
+}
+
+// lastOfEach keeps one entry per path, the last given: two sources of a
+// COPY that land on one path leave the second, as in BuildKit (readers
+// disagree on which of two entries wins).
+func lastOfEach(entries []Entry) []Entry {
+	last := map[string]int{}
+	for i, e := range entries {
+		last[strings.TrimSuffix(path.Clean("/"+e.Name), "/")] = i
+	}
+	out := make([]Entry, 0, len(last))
+	for i, e := range entries {
+		if last[strings.TrimSuffix(path.Clean("/"+e.Name), "/")] == i {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func writeEntry(tw *tar.Writer, e Entry) error {
