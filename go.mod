@@ -4,7 +4,9 @@ go 1.26.8
 
 // Beyond the chosen dependencies: go-cmp (tests only, diffs of golden
 // files), moby/patternmatcher (Docker's own .dockerignore matcher) and
-// x/sync (errgroup: platforms in parallel, bounded, first error cancels).
+// x/sync (errgroup: platforms in parallel, bounded, first error cancels),
+// ulikunitz/xz (ADD of .tar.xz archives, as BuildKit extracts them: the
+// pure-Go xz decoder that Go projects use; klauspost/compress has none).
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/go-containerregistry v0.22.1
@@ -13,6 +15,7 @@ require (
 	github.com/moby/patternmatcher v0.6.1
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/spf13/pflag v1.0.10
+	github.com/ulikunitz/xz v0.5.17
 	golang.org/x/sync v0.23.0
 	golang.org/x/sys v0.50.0
 )

@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 
 	"github.com/manifold-build/manifold/layers"
 )
@@ -77,6 +78,7 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 	}
 	c := &copier{sf: sf, ids: ids, mode: mode, add: in.Cmd == "add"}
 	c.exists = func(p string) (bool, error) { return s.exists(ctx, p) }
+	c.scratch = s.b.workDir
 	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs) > 1
 	c.dest = s.resolve(dest)
 	if !c.toDir {
@@ -126,6 +128,7 @@ func (s *state) isDir(ctx context.Context, p string) (bool, error) {
 
 type copier struct {
 	exists  func(p string) (bool, error) // whether p is in the stage
+	scratch string                       // where extracted files wait for the layer
 	sf      *sourceFS
 	ids     *idPair
 	mode    *fs.FileMode
@@ -259,15 +262,9 @@ func (c *copier) extract(file string) (ok bool, err error) {
 			}
 			return false, fmt.Errorf("extracting %s: %w", path.Base(file), err)
 		}
-		e := layers.Entry{Header: *h}
-		e.Name = path.Join(c.dest, h.Name)
-		if h.Typeflag == tar.TypeLink {
-			e.Linkname = strings.TrimPrefix(path.Join(c.dest, h.Linkname), "/")
-		}
-		if h.Typeflag == tar.TypeReg {
-			if e.Data, err = io.ReadAll(tr); err != nil {
-				return false, err
-			}
+		e, err := c.extracted(h, tr)
+		if err != nil {
+			return false, fmt.Errorf("extracting %s: %w", path.Base(file), err)
 		}
 		found = append(found, e)
 	}
@@ -275,8 +272,36 @@ func (c *copier) extract(file string) (ok bool, err error) {
 	return len(found) > 0, nil
 }
 
+// extracted is an archive's entry as ADD writes it: inside the destination
+// whatever its name says ("../x" too, as BuildKit keeps it), owned by
+// --chown when given, its bytes streamed to a scratch file rather than
+// held in memory.
+func (c *copier) extracted(h *tar.Header, tr io.Reader) (layers.Entry, error) {
+	e := layers.Entry{Header: *h}
+	e.Name = path.Join(c.dest, path.Clean("/"+h.Name))
+	if h.Typeflag == tar.TypeLink {
+		e.Linkname = strings.TrimPrefix(path.Join(c.dest, path.Clean("/"+h.Linkname)), "/")
+	}
+	if c.ids != nil {
+		e.Uid, e.Gid = c.ids.UID, c.ids.GID
+	}
+	if h.Typeflag != tar.TypeReg {
+		return e, nil
+	}
+	f, err := os.CreateTemp(c.scratch, "add-")
+	if err != nil {
+		return e, err
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, tr); err != nil {
+		return e, err
+	}
+	e.Source = f.Name()
+	return e, f.Close()
+}
+
 // decompressed returns a reader of r's plain bytes when r holds a gzip,
-// bzip2, zstd or plain tar stream; nil when it holds something else.
+// bzip2, xz, zstd or plain tar stream; nil when it holds something else.
 func decompressed(r *bufio.Reader) (io.Reader, error) {
 	head, _ := r.Peek(512)
 	switch {
@@ -291,7 +316,7 @@ func decompressed(r *bufio.Reader) (io.Reader, error) {
 		}
 		return zr.IOReadCloser(), nil
 	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		return nil, fmt.Errorf("xz-compressed archives are not supported yet")
+		return xz.NewReader(r)
 	case len(head) >= 262 && string(head[257:262]) == "ustar":
 		return r, nil
 	}

@@ -49,7 +49,7 @@ func newScratchState(b *builder, st *Stage, plat, target platform.Platform) *sta
 	cfg := &v1.ConfigFile{
 		OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant,
 		RootFS: v1.RootFS{Type: "layers"},
-		Config: v1.Config{Env: []string{"PATH=" + defaultPath}},
+		Config: v1.Config{Env: []string{"PATH=" + defaultPath}, WorkingDir: "/"}, // as BuildKit writes a scratch stage's
 	}
 	mt, ct := types.OCIManifestSchema1, types.OCIConfigJSON
 	if b.o.DockerMediaTypes {

@@ -1,0 +1,44 @@
+package assemble_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ulikunitz/xz"
+)
+
+// ADD extracts an xz-compressed archive as BuildKit does: entries that
+// climb with ../ stay inside the destination, and --chown owns them all.
+func TestAddTarXzWithChownStaysInside(t *testing.T) {
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": "FROM scratch\nADD --chown=5:6 archive.tar.xz /dst/\n"})
+	var buf bytes.Buffer
+	zw, err := xz.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(zw)
+	for _, e := range []struct{ name, data string }{{"../escape.txt", "e\n"}, {"inside/f.txt", "f\n"}, {"/abs.txt", "a\n"}} {
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o640, Uid: 1, Gid: 2, Size: int64(len(e.data)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(e.data))
+	}
+	tw.Close()
+	zw.Close()
+	if err := os.WriteFile(filepath.Join(ctxDir, "archive.tar.xz"), buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, nil)
+	ls, _ := res.Images[0].Image.Layers()
+	files := layerFiles(t, ls[0])
+	for name, data := range map[string]string{"dst/escape.txt": "e\n", "dst/inside/f.txt": "f\n", "dst/abs.txt": "a\n"} {
+		f, ok := files[name]
+		if !ok || f.Data != data || f.UID != 5 || f.GID != 6 || f.Mode != 0o640 {
+			t.Errorf("%s: %+v (present %v), want %q owned 5:6, mode 0640", name, f, ok, data)
+		}
+	}
+	if len(files) != 3 {
+		t.Errorf("the layer holds %v, want the three files inside /dst", files)
+	}
+}
