@@ -42,3 +42,34 @@ func TestAddTarXzWithChownStaysInside(t *testing.T) {
 		t.Errorf("the layer holds %v, want the three files inside /dst", files)
 	}
 }
+
+// Symlinks that a COPY names are followed inside the context (links inside
+// a copied directory stay links), and files hardlinked in the context come
+// out linked only when one source directory holds both, as in BuildKit.
+func TestCopyFollowsNamedLinksAndKeepsHardlinksPerSource(t *testing.T) {
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": "FROM scratch\nCOPY link.txt /a/\nCOPY linkdir /b/\nCOPY h1 h2 /c/\nCOPY dir/ /d/\n",
+		"real.txt":   "real\n", "realdir/x.txt": "x\n", "h1": "h\n", "dir/h3": "d\n",
+	})
+	os.Symlink("real.txt", filepath.Join(ctxDir, "link.txt"))
+	os.Symlink("/realdir", filepath.Join(ctxDir, "linkdir")) // absolute: inside the context
+	os.Symlink("../real.txt", filepath.Join(ctxDir, "realdir", "inner"))
+	os.Link(filepath.Join(ctxDir, "h1"), filepath.Join(ctxDir, "h2"))
+	os.Link(filepath.Join(ctxDir, "dir", "h3"), filepath.Join(ctxDir, "dir", "h4"))
+	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, nil)
+	ls, _ := res.Images[0].Image.Layers()
+	for i, want := range []map[string]fileInfo{
+		{"a/link.txt": {Type: tar.TypeReg, Data: "real\n"}},
+		{"b/x.txt": {Type: tar.TypeReg, Data: "x\n"}, "b/inner": {Type: tar.TypeSymlink, Link: "../real.txt"}},
+		{"c/h1": {Type: tar.TypeReg, Data: "h\n"}, "c/h2": {Type: tar.TypeReg, Data: "h\n"}},
+		{"d/h3": {Type: tar.TypeReg, Data: "d\n"}, "d/h4": {Type: tar.TypeLink, Link: "d/h3"}},
+	} {
+		files := layerFiles(t, ls[i])
+		for name, w := range want {
+			f := files[name]
+			if f.Type != w.Type || f.Data != w.Data || f.Link != w.Link {
+				t.Errorf("layer %d: %s is %+v, want type %c data %q link %q", i+1, name, f, w.Type, w.Data, w.Link)
+			}
+		}
+	}
+}

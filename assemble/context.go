@@ -130,7 +130,8 @@ func (sf *sourceFS) walk(rel string, fn func(p string, d fs.DirEntry) error) err
 	})
 }
 
-// resolve follows symlinks in rel inside a root filesystem.
+// resolve follows symlinks in rel inside the tree: a link never leads out
+// of it (an absolute or climbing target is taken from the tree's root).
 func (sf *sourceFS) resolve(rel string) string {
 	hp, err := layers.Lookup([]string{sf.root}, rel)
 	if err != nil {

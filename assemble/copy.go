@@ -129,6 +129,7 @@ func (s *state) isDir(ctx context.Context, p string) (bool, error) {
 type copier struct {
 	exists  func(p string) (bool, error) // whether p is in the stage
 	scratch string                       // where extracted files wait for the layer
+	nth     int                          // which source is being copied
 	sf      *sourceFS
 	ids     *idPair
 	mode    *fs.FileMode
@@ -156,8 +157,18 @@ func (c *copier) source(src string) error {
 	return nil
 }
 
-func (c *copier) one(rel string) error {
+// one copies one source (a named path or a wildcard's match). A source
+// that is a symlink is followed, inside its tree, as BuildKit follows it;
+// links inside a copied directory stay links. Files hardlinked within one
+// source stay linked; separate sources never are.
+func (c *copier) one(name string) error {
+	c.nth++
+	rel := name
 	fi, err := os.Lstat(c.sf.abs(rel))
+	if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		rel = c.sf.resolve(rel)
+		fi, err = os.Lstat(c.sf.abs(rel))
+	}
 	if err != nil {
 		return err
 	}
@@ -182,7 +193,7 @@ func (c *copier) one(rel string) error {
 	}
 	target := c.dest
 	if c.toDir {
-		target = path.Join(c.dest, path.Base(rel))
+		target = path.Join(c.dest, path.Base(name))
 	}
 	return c.entry(rel, target)
 }
@@ -232,6 +243,9 @@ func (c *copier) entry(rel, target string) error {
 	}
 	if c.mode != nil && e.Typeflag != tar.TypeSymlink {
 		e.Mode = int64(*c.mode)
+	}
+	if e.Inode != "" {
+		e.Inode = fmt.Sprintf("%d/%s", c.nth, e.Inode)
 	}
 	c.entries = append(c.entries, e)
 	return nil
