@@ -83,7 +83,7 @@ func (s *state) materialize(ctx context.Context) error {
 		s.dirs, s.dirLayers = []string{base}, s.nBase
 	}
 	for s.dirLayers < len(s.layers) {
-		d, err := s.b.sandbox.snapshot(ctx, s.layers[:s.dirLayers+1])
+		d, err := s.b.sandbox.snapshot(ctx, s.layers[:s.dirLayers+1], s.dirs)
 		if errors.Is(err, layers.ErrNeedsRoot) {
 			// Deletions cannot be kept in a folder of their own here: the
 			// whole stack in one instead.

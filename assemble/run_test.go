@@ -290,3 +290,20 @@ RUN ["/bin/sh", "-c", "echo exec form > /exec"]
 		}
 	}
 }
+
+// A RUN after a COPY into a directory an earlier RUN gave to a user sees
+// the directory still the user's: unpacking the COPY's layer, which names
+// only the file, invents no owner for its parents.
+func TestCopyIntoUsersHomeKeepsItsOwner(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nRUN mkdir -p /home/app && chown 1000:1000 /home/app && chmod 700 /home/app\nCOPY --chown=1000 x.txt /home/app/\nUSER 1000\nRUN touch /home/app/made-by-app\n", base),
+		"x.txt":      "x\n",
+	})
+	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, withSandbox)
+	files := lastLayer(t, res.Images[0].Image)
+	if f, ok := files["home/app/made-by-app"]; !ok || f.UID != 1000 {
+		t.Errorf("the last RUN's layer holds %v, want home/app/made-by-app owned by 1000", files)
+	}
+}

@@ -132,11 +132,11 @@ func (sb *sandbox) changes(ctx context.Context, c command, res *emulate.Result) 
 
 // snapshot returns a directory with the top layer of ls in overlayfs's
 // format, to stack on the layers below it (cached by chain ID).
-func (sb *sandbox) snapshot(ctx context.Context, ls []v1.Layer) (string, error) {
+func (sb *sandbox) snapshot(ctx context.Context, ls []v1.Layer, below []string) (string, error) {
 	if sb.rootfs == nil {
 		return "", errors.New("no rootfs cache configured")
 	}
-	return sb.rootfs.Diff(ctx, ls)
+	return sb.rootfs.Diff(ctx, ls, below)
 }
 
 // keep makes a step's upper directory the snapshot of the layer it became,

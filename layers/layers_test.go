@@ -457,7 +457,7 @@ func TestDiffSnapshotStacksLikeTheLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	diff, err := c.Diff(context.Background(), []v1.Layer{lower, top})
+	diff, err := c.Diff(context.Background(), []v1.Layer{lower, top}, []string{base})
 	if err != nil {
 		t.Fatal(err)
 	}

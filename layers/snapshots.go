@@ -25,9 +25,9 @@ import (
 const diffPrefix = "diff-"
 
 // Diff returns the snapshot of the top layer of ls, unpacking it the first
-// time. Without root, a layer that deletes files cannot be a snapshot:
+// time on below, the directories of the layers under it. Without root, a layer that deletes files cannot be a snapshot:
 // ErrNeedsRoot.
-func (c *Cache) Diff(ctx context.Context, ls []v1.Layer) (string, error) {
+func (c *Cache) Diff(ctx context.Context, ls []v1.Layer, below []string) (string, error) {
 	dir, unlock, err := c.diffDir(ls)
 	if err != nil {
 		return "", err
@@ -41,7 +41,7 @@ func (c *Cache) Diff(ctx context.Context, ls []v1.Layer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := UnpackDiff(ctx, tmp, ls[len(ls)-1]); err != nil {
+	if err := UnpackDiff(ctx, tmp, ls[len(ls)-1], below); err != nil {
 		os.RemoveAll(tmp)
 		return "", err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -37,11 +38,12 @@ func Unpack(ctx context.Context, dir string, ls []v1.Layer) error {
 }
 
 // UnpackDiff unpacks one layer into the empty directory dir in overlayfs's
-// format, to stack as a lower directory on those of the layers below it: a
+// format, to stack as a lower directory on below, the directories of the
+// layers under it (bottom first): a
 // deletion becomes a 0/0 character device, an opaque marker the
 // user.overlay.opaque xattr (what an overlay mounted with userxattr reads).
 // Making those devices takes root: without it, ErrNeedsRoot.
-func UnpackDiff(ctx context.Context, dir string, l v1.Layer) error {
+func UnpackDiff(ctx context.Context, dir string, l v1.Layer, below []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -61,7 +63,7 @@ func UnpackDiff(ctx context.Context, dir string, l v1.Layer) error {
 		d, _ := l.Digest()
 		return fmt.Errorf("unpacking layer %s: %w", d, err)
 	}
-	return nil
+	return a.inherit(below)
 }
 
 // ErrNeedsRoot is a diff layer with deletions, unpacked without root.
@@ -108,7 +110,54 @@ type applier struct {
 	opaque       []string
 	dirTimes     []*tar.Header
 	unprivileged bool
-	diff         bool // overlayfs's format: deletions and opaque markers are kept, not applied
+	diff         bool            // overlayfs's format: deletions and opaque markers are kept, not applied
+	implied      map[string]bool // diff: parent directories made without an entry of their own
+}
+
+// noteImplied records the directories of dir that do not exist yet: made
+// for an entry below them, they are not the layer's to describe.
+func (a *applier) noteImplied(dir string) {
+	for d := dir; d != "." && d != "/" && d != ""; d = path.Dir(d) {
+		if _, err := a.root.Lstat(d); err == nil {
+			return
+		}
+		if a.implied == nil {
+			a.implied = map[string]bool{}
+		}
+		a.implied[d] = true
+	}
+}
+
+// inherit gives the directories a diff layer made without entries the
+// mode, owner and times they have in the layers below (below: their
+// directories in overlayfs's format, bottom first), so that stacked on
+// them the snapshot hides nothing: unpacking never invents metadata that
+// the layers state elsewhere.
+func (a *applier) inherit(below []string) error {
+	for d := range a.implied {
+		if a.seen[d] {
+			continue // the layer describes it after all
+		}
+		host, err := Lookup(below, d)
+		if err != nil {
+			continue // nowhere below either: 0755 and root's, as every reader makes it
+		}
+		fi, err := os.Lstat(host)
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if err != nil || !fi.IsDir() || !ok {
+			continue
+		}
+		if err := a.root.Chmod(d, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+			return err
+		}
+		if err := a.root.Lchown(d, int(st.Uid), int(st.Gid)); err != nil && !a.unprivileged {
+			return err
+		}
+		if err := a.root.Chtimes(d, fi.ModTime(), fi.ModTime()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (a *applier) entry(h *tar.Header, r io.Reader) error {
@@ -133,6 +182,9 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 	}
 	a.seen[name] = true
 	if dir != "" {
+		if a.diff {
+			a.noteImplied(dir)
+		}
 		if err := a.root.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
