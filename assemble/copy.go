@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"compress/bzip2"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
@@ -41,6 +43,10 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 		if in.Cmd == "add" && (strings.Contains(src, "://") || strings.HasPrefix(src, "git@")) {
 			return fmt.Errorf("ADD from a URL or git repository is not supported yet: %s", src)
 		}
+	}
+	if strings.Contains(in.Flags["from"], "$") {
+		// BuildKit's words: it resolves --from before any ARG.
+		return errors.New("variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround")
 	}
 	mode, err := parseChmod(in.Flags["chmod"])
 	if err != nil {
@@ -89,6 +95,13 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 	opts := s.layerOptions()
 	k := key("", "layer", in.Cmd, from, srcs, c.dest, c.toDir, ids, in.Flags["chmod"], opts.MediaType, opts.Compression, s.b.o.Epoch)
 	return s.b.layer(k, func() (v1.Layer, error) {
+		dir := path.Dir(c.dest)
+		if c.toDir {
+			dir = c.dest
+		}
+		if err := c.createDirs(dir); err != nil {
+			return nil, err
+		}
 		for _, src := range srcs {
 			if err := c.source(src); err != nil {
 				return nil, err
@@ -130,6 +143,7 @@ type copier struct {
 	exists  func(p string) (bool, error) // whether p is in the stage
 	scratch string                       // where extracted files wait for the layer
 	nth     int                          // which source is being copied
+	made    map[string]bool              // directories given an entry
 	sf      *sourceFS
 	ids     *idPair
 	mode    *fs.FileMode
@@ -199,31 +213,38 @@ func (c *copier) one(name string) error {
 }
 
 // destDir is the entry of the directory a directory's contents are copied
-// into, as BuildKit makes it: one that exists is left alone (/tmp keeps
-// 1777); one the COPY creates gets 0755, or the --chmod mode, and the
-// --chown owner. Without those flags the layer needs no entry (readers
-// make a missing parent 0755 and root's), which spares looking the
-// destination up in the base's layers.
-func (c *copier) destDir(rel string) error {
-	if c.dest == "/" || c.ids == nil && c.mode == nil {
+// into, made as createDirs makes directories.
+func (c *copier) destDir(string) error { return c.createDirs(c.dest) }
+
+// createDirs gives the layer an entry for dir and each of its parents that
+// the stage lacks, as BuildKit makes them: 0755, or the --chmod mode, and
+// the --chown owner; a directory that exists is left alone (/tmp keeps
+// 1777). Without --chown and --chmod the layer needs no entries (readers
+// make a missing parent 0755 and root's, as BuildKit's entries would say),
+// which spares looking the destination up in the base's layers.
+func (c *copier) createDirs(dir string) error {
+	if dir == "/" || dir == "." || c.ids == nil && c.mode == nil || c.made[dir] {
 		return nil
 	}
-	exists, err := c.exists(c.dest)
+	exists, err := c.exists(dir)
 	if err != nil || exists {
 		return err
 	}
-	e, err := layers.EntryFor(c.sf.abs(rel), c.dest)
-	if err != nil {
+	if err := c.createDirs(path.Dir(dir)); err != nil {
 		return err
 	}
-	e.Mode, e.Uid, e.Gid = 0o755, 0, 0
+	h := tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}
 	if c.mode != nil {
-		e.Mode = int64(*c.mode)
+		h.Mode = int64(*c.mode)
 	}
 	if c.ids != nil {
-		e.Uid, e.Gid = c.ids.UID, c.ids.GID
+		h.Uid, h.Gid = c.ids.UID, c.ids.GID
 	}
-	c.entries = append(c.entries, e)
+	c.entries = append(c.entries, layers.Entry{Header: h})
+	if c.made == nil {
+		c.made = map[string]bool{}
+	}
+	c.made[dir] = true
 	return nil
 }
 

@@ -98,12 +98,14 @@ func TestNoRunBuildFetchesNoBaseLayer(t *testing.T) {
 }
 
 // COPY --chown by name reads the stage's /etc/passwd and /etc/group from the
-// top layer down, and fetches no layer below the one that holds them.
+// top layer down, and fetches no layer below the one that holds them (and
+// the destinations, which exist: a new one would be looked for in every
+// layer, to give the directories the COPY makes the --chown owner).
 func TestChownByNameReadsOnlyTopLayers(t *testing.T) {
 	host, log := registrytest.Memory(t)
 	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
 	ctxDir := writeContext(t, map[string]string{
-		"Dockerfile": fmt.Sprintf("FROM %s\nCOPY --chown=app:staff hello.txt /home/app/\nCOPY --chown=daemon hello.txt /srv/\n", base),
+		"Dockerfile": fmt.Sprintf("FROM %s\nCOPY --chown=app:staff hello.txt /etc/\nCOPY --chown=daemon hello.txt /etc/\n", base),
 		"hello.txt":  "hello\n",
 	})
 	baseImg, err := remote.Image(base)
@@ -124,10 +126,10 @@ func TestChownByNameReadsOnlyTopLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := layerFiles(t, ls[2])["home/app/hello.txt"]; f.UID != 1000 || f.GID != 50 {
+	if f := layerFiles(t, ls[2])["etc/hello.txt"]; f.UID != 1000 || f.GID != 50 {
 		t.Errorf("--chown=app:staff gave %d:%d, want 1000:50", f.UID, f.GID)
 	}
-	if f := layerFiles(t, ls[3])["srv/hello.txt"]; f.UID != 1 || f.GID != 1 {
+	if f := layerFiles(t, ls[3])["etc/hello.txt"]; f.UID != 1 || f.GID != 1 {
 		t.Errorf("--chown=daemon gave %d:%d, want 1:1", f.UID, f.GID)
 	}
 	if mt, _ := ls[2].MediaType(); mt != types.OCILayer {

@@ -60,7 +60,9 @@ func TestSeedExampleOnSixPlatforms(t *testing.T) {
 			}
 		}
 		for name := range files {
-			if strings.HasPrefix(name, "proc") || strings.HasPrefix(name, "dev") || strings.Contains(name, "resolv.conf") || strings.Contains(name, "hosts") {
+			kept := name == "proc/" || name == "dev/" || name == "sys/" // empty, as BuildKit's steps leave them
+			if !kept && (strings.HasPrefix(name, "proc") || strings.HasPrefix(name, "dev") || strings.HasPrefix(name, "sys") ||
+				strings.Contains(name, "resolv.conf") || strings.Contains(name, "hosts")) {
 				t.Errorf("%s: the sandbox's mount point %s leaked into the layer", p, name)
 			}
 		}

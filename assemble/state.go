@@ -47,7 +47,7 @@ type state struct {
 
 func newScratchState(b *builder, st *Stage, plat, target platform.Platform) *state {
 	cfg := &v1.ConfigFile{
-		OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant,
+		OS: plat.OS, Architecture: plat.Architecture, Variant: plat.TargetVariant(),
 		RootFS: v1.RootFS{Type: "layers"},
 		Config: v1.Config{Env: []string{"PATH=" + defaultPath}, WorkingDir: "/"}, // as BuildKit writes a scratch stage's
 	}

@@ -26,6 +26,7 @@ func setupRoot(cfg *initConfig) ([]string, error) {
 	st := &stubber{root: root}
 	steps := []func() error{
 		func() error { return mountProc(st) },
+		func() error { return mountSys(st) },
 		func() error { return mountDev(st) },
 		func() error { return bindShared(st, "/etc/resolv.conf", cfg.Shared["/etc/resolv.conf"]) },
 		func() error { return bindShared(st, "/etc/hosts", cfg.Shared["/etc/hosts"]) },
@@ -162,6 +163,18 @@ func (s *stubber) mountPoint(p string) (string, error) {
 		return "", fmt.Errorf("preparing %s: it is a symlink in the image", p)
 	}
 	return host, nil
+}
+
+// mountSys makes /sys, read-only sysfs where the namespaces allow it (a
+// user namespace that shares the host's network may not mount sysfs: then
+// it stays an empty directory), as runc gives BuildKit's steps one.
+func mountSys(s *stubber) error {
+	p, err := s.mountPoint("/sys")
+	if err != nil {
+		return err
+	}
+	unix.Mount("sysfs", p, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	return nil
 }
 
 func mountProc(s *stubber) error {

@@ -130,15 +130,15 @@ func TestUsersLookup(t *testing.T) {
 		want    User
 		err     string
 	}{
-		{"app", false, User{1000, 1000, []int{50, 10}, "/home/app"}, ""},
-		{"1000", false, User{1000, 1000, []int{50, 10}, "/home/app"}, ""},
-		{"app:staff", false, User{1000, 50, nil, "/home/app"}, ""},
-		{"app:7", false, User{1000, 7, nil, "/home/app"}, ""},
-		{"4242", false, User{4242, 0, nil, ""}, ""},
-		{"4242", true, User{4242, 4242, nil, ""}, ""},
-		{"4242:4343", true, User{4242, 4343, nil, ""}, ""},
-		{"1000", true, User{1000, 1000, []int{50, 10}, ""}, ""},
-		{"app", true, User{1000, 1000, []int{50, 10}, "/home/app"}, ""},
+		{"app", false, User{1000, 1000, []int{1000, 50, 10}, "/home/app"}, ""},
+		{"1000", false, User{1000, 1000, []int{1000, 50, 10}, "/home/app"}, ""},
+		{"app:staff", false, User{1000, 50, []int{50}, "/home/app"}, ""},
+		{"app:7", false, User{1000, 7, []int{7}, "/home/app"}, ""},
+		{"4242", false, User{4242, 0, []int{0}, ""}, ""},
+		{"4242", true, User{4242, 4242, []int{4242}, ""}, ""},
+		{"4242:4343", true, User{4242, 4343, []int{4343}, ""}, ""},
+		{"1000", true, User{1000, 1000, []int{1000, 50, 10}, ""}, ""},
+		{"app", true, User{1000, 1000, []int{1000, 50, 10}, "/home/app"}, ""},
 		{"ghost", false, User{}, "unable to find user ghost"},
 		{"app:ghosts", false, User{}, "unable to find group ghosts"},
 	} {

@@ -116,10 +116,17 @@ func (s *Sandbox) runIn(ctx context.Context, spec Spec, cfg *initConfig, res *Re
 	return err
 }
 
-// removeStubs takes the sandbox's empty mount points out of the tree that
+// keptStubs are the mount points a step's layer keeps when the image had
+// none, as BuildKit's (runc's) steps leave them: empty /dev, /proc, /sys.
+var keptStubs = map[string]bool{"/dev": true, "/proc": true, "/sys": true}
+
+// removeStubs takes the sandbox's other mount points out of the tree that
 // holds a step's changes, deepest first; one the step filled stays.
 func removeStubs(dir string, stubs []string) {
 	for i := len(stubs) - 1; i >= 0; i-- {
+		if keptStubs[stubs[i]] {
+			continue
+		}
 		p := filepath.Join(dir, stubs[i])
 		if fi, err := os.Lstat(p); err == nil && (fi.IsDir() || fi.Size() == 0) {
 			os.Remove(p) // fails, as it should, on a directory the step filled

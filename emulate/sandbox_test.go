@@ -131,17 +131,22 @@ func TestOverlayFailureFallsBackToUnpack(t *testing.T) {
 	}
 }
 
-// The upper directory holds the step's changes and nothing of the
-// sandbox's: the mount points it made for /proc, /dev and /etc/resolv.conf
-// are gone.
+// The upper directory holds the step's changes and of the sandbox's mount
+// points only the empty /dev, /proc and /sys that BuildKit's steps leave
+// when the image has none.
 func TestUpperHoldsOnlyTheStepsChanges(t *testing.T) {
 	out, res, err := run(t, mustPlatform(t, "linux/arm64"), "sh", "-c", "mkdir -p /srv && echo x > /srv/new && rm /bin/cat")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, gone := range []string{"proc", "dev", "etc/resolv.conf", "etc/hosts"} {
+	for _, gone := range []string{"etc/resolv.conf", "etc/hosts", "dev/pts", "dev/shm"} {
 		if _, err := os.Lstat(filepath.Join(res.Upper, gone)); err == nil {
 			t.Errorf("upper holds the sandbox's mount point %s", gone)
+		}
+	}
+	for _, kept := range []string{"proc", "dev", "sys"} { // as BuildKit's steps keep them
+		if fi, err := os.Lstat(filepath.Join(res.Upper, kept)); err != nil || !fi.IsDir() {
+			t.Errorf("upper lacks the empty /%s a BuildKit step leaves: %v", kept, err)
 		}
 	}
 	for _, kept := range []string{"srv/new", "bin/cat"} {

@@ -18,7 +18,7 @@ type Users struct {
 // User is a resolved user.
 type User struct {
 	UID, GID int
-	Groups   []int  // supplementary groups from /etc/group
+	Groups   []int  // supplementary groups: the primary one, then /etc/group's
 	Home     string // "" when passwd does not know the user
 }
 
@@ -58,6 +58,7 @@ func (u *Users) Lookup(spec string, chown bool) (*User, error) {
 		if res.GID, err = u.groupID(group); err != nil {
 			return nil, err
 		}
+		res.Groups = []int{res.GID}
 		return res, nil
 	}
 	res.Groups = u.supplementary(res)
@@ -102,14 +103,15 @@ func (u *Users) groupID(name string) (int, error) {
 	return gid, nil
 }
 
-// supplementary lists the groups whose member list names the user (by
-// its passwd name when it has one), other than its primary group.
+// supplementary lists the user's groups as runc (and so BuildKit) gives
+// them to a step: its primary group, then those whose member list names
+// it (by its passwd name when it has one).
 func (u *Users) supplementary(res *User) []int {
 	name := strconv.Itoa(res.UID)
 	if rec := find(u.passwd, 2, name); rec != nil {
 		name = rec[0]
 	}
-	var out []int
+	out := []int{res.GID}
 	for _, rec := range u.group {
 		g, err := strconv.Atoi(rec[2])
 		if err == nil && g != res.GID && slices.Contains(strings.Split(rec[3], ","), name) && !slices.Contains(out, g) {

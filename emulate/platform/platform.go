@@ -77,9 +77,10 @@ func FromOCI(p v1.Platform) Platform {
 	return Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}.normalize()
 }
 
-// OCI is p as an index entry's platform.
+// OCI is p as an index entry or a config says it: arm64's default v8 left
+// out, as containerd normalises it and BuildKit writes it.
 func (p Platform) OCI() v1.Platform {
-	return v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}
+	return v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.TargetVariant()}
 }
 
 // Matches tells whether an image made for have (an index entry or a

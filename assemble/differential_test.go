@@ -1,0 +1,226 @@
+package assemble_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/manifold-build/manifold/assemble"
+	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/assemble/testkit"
+	"github.com/manifold-build/manifold/emulate/platform"
+	"github.com/manifold-build/manifold/layers"
+	"github.com/manifold-build/manifold/registry/registrytest"
+)
+
+// knownDifferences are the cases where manifold still gives another image
+// than BuildKit, with the reason; the README lists them too.
+var knownDifferences = map[string]string{
+	"workdir":     "WORKDIR does not create its directory: BuildKit makes it at the WORKDIR line",
+	"copy-dotdot": "WORKDIR does not create its directory: BuildKit makes it at the WORKDIR line",
+}
+
+// The differential suite: every case of testdata/differential/cases.txt
+// built by manifold and by BuildKit v0.34.2 itself, for linux/amd64 and
+// linux/arm64, must give the same files (type, mode, owner, size, content,
+// link target, parent directories) and the same config.
+func TestSameImageAsBuildKit(t *testing.T) {
+	testkit.Require(t, os.Getenv("MANIFOLD_SKIP_BUILDKIT") == "" || testkit.InCI(), "MANIFOLD_SKIP_BUILDKIT is set")
+	host, _ := registrytest.Memory(t)
+	bk := testkit.BuildKit(t, host)
+	testkit.HostQemu(t, "aarch64") // BuildKit runs arm64 steps through the host's binfmt_misc
+	plats := []string{"linux/amd64", "linux/arm64"}
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, plats...)
+	ctxDir := differentialContext(t)
+	for _, c := range differentialCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(strings.ReplaceAll(c.dockerfile, "@BASE@", base.String())), 0o644)
+			args := map[string]string{"BASE": base.String(), "GIVEN": "given"}
+			want, err := bk.Build(t, ctxDir, plats, args)
+			if err != nil {
+				t.Fatalf("BuildKit: %v", err)
+			}
+			res := mustBuild(t, ctxDir, plats, func(o *assemble.Options) {
+				withSandbox(o)
+				o.BuildArgs = args
+			})
+			diff := compareWithBuildKit(t, res, want)
+			if reason, known := knownDifferences[c.name]; known {
+				if diff == "" {
+					t.Errorf("known difference %q is gone: take it off the list", reason)
+				}
+				return
+			}
+			if diff != "" {
+				t.Errorf("manifold and BuildKit differ (-BuildKit +manifold):\n%s\nDockerfile:\n%s", diff, c.dockerfile)
+			}
+		})
+	}
+}
+
+type differentialCase struct{ name, dockerfile string }
+
+func differentialCases(t *testing.T) []differentialCase {
+	data, err := os.ReadFile(filepath.Join(testkit.RepoRoot(), "testdata", "differential", "cases.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []differentialCase
+	for _, part := range strings.Split(string(data), "\n=== ")[1:] {
+		name, body, _ := strings.Cut(part, "\n")
+		df := "ARG BASE\n"
+		if !strings.HasPrefix(body, "FROM ") && !strings.Contains(body, "\nFROM ") {
+			df += "FROM $BASE\n" // the case is one stage on the base
+		}
+		out = append(out, differentialCase{name, df + body})
+	}
+	if len(out) < 60 {
+		t.Fatalf("%d cases, want at least 60", len(out))
+	}
+	return out
+}
+
+// differentialContext copies testdata/differential/context and adds what
+// git does not keep: modes, symlinks, hardlinks and archives.
+func differentialContext(t *testing.T) string {
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(testkit.RepoRoot(), "testdata", "differential", "context"))); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(dir, "dir"), 0o750)
+	os.Symlink("a.txt", filepath.Join(dir, "link.txt"))
+	os.Symlink("/dir", filepath.Join(dir, "linkdir"))
+	os.Symlink("../a.txt", filepath.Join(dir, "withlink", "inner"))
+	os.Link(filepath.Join(dir, "h1"), filepath.Join(dir, "h2"))
+	os.Link(filepath.Join(dir, "hdir", "h3"), filepath.Join(dir, "hdir", "h4"))
+	var plain bytes.Buffer
+	tw := tar.NewWriter(&plain)
+	for _, f := range []struct{ name, data string }{{"x.txt", "x\n"}, {"sub/y.txt", "y\n"}, {"../up.txt", "up\n"}} {
+		tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o640, Uid: 3, Gid: 4, Size: int64(len(f.data)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(f.data))
+	}
+	tw.Close()
+	os.WriteFile(filepath.Join(dir, "arch.tar"), plain.Bytes(), 0o644)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(plain.Bytes())
+	zw.Close()
+	os.WriteFile(filepath.Join(dir, "arch.tar.gz"), gz.Bytes(), 0o644)
+	return dir
+}
+
+// compareWithBuildKit unpacks each platform of both results and diffs the
+// trees and configs.
+func compareWithBuildKit(t *testing.T, res *assemble.Result, ociTar string) string {
+	t.Helper()
+	ref := t.TempDir()
+	if out, err := exec.Command("tar", "-xf", ociTar, "-C", ref).CombinedOutput(); err != nil {
+		t.Fatalf("untar: %v %s", err, out)
+	}
+	p, err := layout.FromPath(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Manifests) == 1 && m.Manifests[0].MediaType.IsIndex() {
+		if idx, err = idx.ImageIndex(m.Manifests[0].Digest); err != nil {
+			t.Fatal(err)
+		}
+		m, _ = idx.IndexManifest()
+	}
+	var diffs []string
+	for _, pi := range res.Images {
+		plat := platform.FromOCI(pi.Platform)
+		var want v1.Image
+		for _, d := range m.Manifests {
+			if d.Platform != nil && plat.Matches(*d.Platform) {
+				want, _ = idx.Image(d.Digest)
+			}
+		}
+		if want == nil {
+			diffs = append(diffs, fmt.Sprintf("%s: BuildKit made no image", plat))
+			continue
+		}
+		if d := cmp.Diff(imageView(t, want), imageView(t, pi.Image)); d != "" {
+			diffs = append(diffs, fmt.Sprintf("%s:\n%s", plat, d))
+		}
+	}
+	return strings.Join(diffs, "\n")
+}
+
+// imageView is what the suite compares of an image: its config's fields
+// and every file of its unpacked tree.
+func imageView(t *testing.T, img v1.Image) []string {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cf.Config
+	out := []string{
+		fmt.Sprintf("platform %s/%s/%s", cf.OS, cf.Architecture, cf.Variant),
+		fmt.Sprintf("Env %q", c.Env), fmt.Sprintf("Cmd %q", c.Cmd), fmt.Sprintf("Entrypoint %q", c.Entrypoint),
+		fmt.Sprintf("WorkingDir %q", c.WorkingDir), fmt.Sprintf("User %q", c.User), fmt.Sprintf("Labels %v", c.Labels),
+		fmt.Sprintf("ExposedPorts %v", c.ExposedPorts), fmt.Sprintf("Volumes %v", c.Volumes),
+		fmt.Sprintf("StopSignal %q", c.StopSignal), fmt.Sprintf("Healthcheck %+v", c.Healthcheck),
+		fmt.Sprintf("Shell %q", c.Shell), fmt.Sprintf("OnBuild %q", c.OnBuild), fmt.Sprintf("Author %q", cf.Author),
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := layers.Unpack(context.Background(), dir, ls); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		line := fmt.Sprintf("%s %v %d:%d", rel, fi.Mode(), st.Uid, st.Gid)
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			line += " -> " + target
+		case fi.Mode().IsRegular():
+			data, _ := os.ReadFile(p)
+			line += fmt.Sprintf(" %d %x", len(data), sha256.Sum256(data))
+			if st.Nlink > 1 {
+				line += fmt.Sprintf(" links=%d", st.Nlink)
+			}
+		}
+		files = append(files, line)
+		return nil
+	})
+	sort.Strings(files)
+	return append(out, files...)
+}
