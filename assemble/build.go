@@ -269,14 +269,7 @@ func (b *builder) target(ctx context.Context, p platform.Platform) (*state, erro
 
 // source looks a base reference up once per build, for every platform.
 func (b *builder) source(ctx context.Context, ref string) (*registry.Source, error) {
-	b.mu.Lock()
-	open := b.sources[ref]
-	if open == nil {
-		open = sync.OnceValues(func() (*registry.Source, error) { return registry.Open(b.openCtx, ref, b.o.Registry) })
-		b.sources[ref] = open
-	}
-	b.mu.Unlock()
-	src, err := open()
+	src, err := shared(b, b.sources, ref, func() (*registry.Source, error) { return registry.Open(b.openCtx, ref, b.o.Registry) })
 	if err == nil && ctx.Err() != nil {
 		return nil, ctx.Err()
 	}

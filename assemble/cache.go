@@ -93,28 +93,27 @@ func (s *state) apply(key string, in *Instruction, res *stepResult) {
 	}
 }
 
-// layer makes a layer once per build for each content key.
-func (b *builder) layer(key string, make func() (v1.Layer, error)) (v1.Layer, error) {
+// shared calls make once per key for the whole build: the platforms and
+// targets that ask for one key, even at the same time, share its result.
+func shared[T any](b *builder, m map[string]func() (T, error), key string, make func() (T, error)) (T, error) {
 	b.mu.Lock()
-	once := b.layers[key]
+	once := m[key]
 	if once == nil {
 		once = sync.OnceValues(make)
-		b.layers[key] = once
+		m[key] = once
 	}
 	b.mu.Unlock()
 	return once()
 }
 
+// layer makes a layer once per build for each content key.
+func (b *builder) layer(key string, make func() (v1.Layer, error)) (v1.Layer, error) {
+	return shared(b, b.layers, key, make)
+}
+
 // step shares one run of each key among the platforms of a build.
 func (b *builder) step(key string, run func() (*stepResult, error)) (*stepResult, error) {
-	b.mu.Lock()
-	once := b.steps[key]
-	if once == nil {
-		once = sync.OnceValues(run)
-		b.steps[key] = once
-	}
-	b.mu.Unlock()
-	return once()
+	return shared(b, b.steps, key, run)
 }
 
 func (b *builder) lookup(key string) (*stepResult, bool) {

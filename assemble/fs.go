@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -131,15 +130,7 @@ func (s *state) copyInputs(ctx context.Context, in *Instruction, srcs []string) 
 
 // contextDigest hashes the context files srcs select, once per build.
 func (b *builder) contextDigest(srcs []string) (string, error) {
-	k := strings.Join(srcs, "\x00")
-	b.mu.Lock()
-	once := b.digests[k]
-	if once == nil {
-		once = sync.OnceValues(func() (string, error) { return b.ctxDir.source().digest(srcs) })
-		b.digests[k] = once
-	}
-	b.mu.Unlock()
-	return once()
+	return shared(b, b.digests, strings.Join(srcs, "\x00"), func() (string, error) { return b.ctxDir.source().digest(srcs) })
 }
 
 // digest hashes the files that srcs select, as COPY would read them.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/manifold-build/manifold/emulate/platform"
 )
@@ -18,14 +17,7 @@ func (b *builder) stage(ctx context.Context, st *Stage, target platform.Platform
 	if err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	build := b.stages[key]
-	if build == nil {
-		build = sync.OnceValues(func() (*state, error) { return b.buildStage(ctx, st, target) })
-		b.stages[key] = build
-	}
-	b.mu.Unlock()
-	return build()
+	return shared(b, b.stages, key, func() (*state, error) { return b.buildStage(ctx, st, target) })
 }
 
 // stageKey names a stage's result: the stage, the platform it runs on and,
