@@ -78,11 +78,11 @@ func (s *state) cached(key string, in *Instruction, make func() (*stepResult, er
 func (s *state) apply(key string, in *Instruction, res *stepResult) {
 	s.key, s.clock = key, res.created
 	if res.layer == nil {
-		s.record(in, res.createdBy, true)
+		s.record(in, res.createdBy, true, s.created())
 		return
 	}
 	current := s.unpacked()
-	s.addLayer(in, res.layer, res.createdBy)
+	s.addLayer(in, res.layer, res.createdBy, s.created())
 	switch {
 	case res.files == nil || !current:
 		// unpacked when a later step needs the files

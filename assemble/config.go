@@ -74,7 +74,7 @@ func (s *state) metadata(in *Instruction) error {
 	if said == "" {
 		said = " " + strings.Join(strings.Fields(strings.TrimSpace(in.Original)[len(kw):]), " ")
 	}
-	s.record(in, kw+said, true)
+	s.record(in, kw+said, true, time.Time{})
 	return nil
 }
 

@@ -115,15 +115,10 @@ func (s *state) layerOptions() layers.Options {
 	return layers.Options{Compression: s.b.o.Compression, MediaType: layers.MediaTypeFor(s.mediaType, s.b.o.Compression), Dir: s.b.layerDir}
 }
 
-// exists tells whether p is in the stage (following symlinks), reading
-// layers top-down, like isDir, when the stage's files are not at hand.
+// exists tells whether p is in the stage (following symlinks).
 func (s *state) exists(ctx context.Context, p string) (bool, error) {
-	if s.unpacked() {
-		_, err := s.stat(p)
-		return err == nil, nil
-	}
-	h, err := s.b.catalog.StatFollow(ctx, s.layers, p)
-	return h != nil, err
+	found, _, err := s.lookupPath(ctx, p)
+	return found, err
 }
 
 // isDir tells whether p is a directory in the stage (following symlinks),
@@ -131,12 +126,20 @@ func (s *state) exists(ctx context.Context, p string) (bool, error) {
 // Without the stage's files at hand, it reads layers top-down until one
 // settles it: a trailing slash spares that.
 func (s *state) isDir(ctx context.Context, p string) (bool, error) {
+	_, dir, err := s.lookupPath(ctx, p)
+	return dir, err
+}
+
+// lookupPath finds p in the stage, following symlinks: in its unpacked tree
+// when there is one, else in its layers from the top down, until one
+// settles it.
+func (s *state) lookupPath(ctx context.Context, p string) (found, dir bool, err error) {
 	if s.unpacked() {
 		fi, err := s.stat(p)
-		return err == nil && fi.IsDir(), nil
+		return err == nil, err == nil && fi.IsDir(), nil
 	}
 	h, err := s.b.catalog.StatFollow(ctx, s.layers, p)
-	return h != nil && h.Typeflag == tar.TypeDir, err
+	return h != nil, h != nil && h.Typeflag == tar.TypeDir, err
 }
 
 type copier struct {
@@ -191,7 +194,7 @@ func (c *copier) one(name string) error {
 			sub := ""
 			switch {
 			case p == rel:
-				return c.destDir(p)
+				return c.createDirs(c.dest) // the directory the contents go into
 			case rel == ".":
 				sub = p
 			default:
@@ -211,10 +214,6 @@ func (c *copier) one(name string) error {
 	}
 	return c.entry(rel, target)
 }
-
-// destDir is the entry of the directory a directory's contents are copied
-// into, made as createDirs makes directories.
-func (c *copier) destDir(string) error { return c.createDirs(c.dest) }
 
 // createDirs gives the layer an entry for dir and each of its parents that
 // the stage lacks, as BuildKit makes them: 0755, or the --chmod mode, and

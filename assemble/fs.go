@@ -62,70 +62,69 @@ func (s *state) hostPath(p string) (string, error) {
 // copySource is the tree a COPY reads: the context, or with --from a stage
 // or an image (for the stage's platform), unpacked.
 func (s *state) copySource(ctx context.Context, in *Instruction) (*sourceFS, error) {
-	from, ok := in.Flags["from"]
-	if !ok {
+	if _, ok := in.Flags["from"]; !ok {
 		return s.b.ctxDir.source(), nil
 	}
-	from, err := s.expand(from)
+	f, err := s.copyFrom(ctx, in)
 	if err != nil {
 		return nil, err
 	}
-	var ls []v1.Layer
-	if st := s.b.df.stageRef(from, s.stage.Index); st != nil {
-		other, err := s.b.stage(ctx, st, s.target)
-		if err != nil {
-			return nil, err
-		}
-		ls = other.layers
-	} else {
-		src, err := s.b.source(ctx, from)
-		if err != nil {
-			return nil, err
-		}
-		img, _, err := src.ForPlatform(s.platform)
-		if err != nil {
-			return nil, err
-		}
-		if ls, err = img.Layers(); err != nil {
-			return nil, err
-		}
-	}
-	dir, err := s.b.sandbox.unpacked(ctx, ls)
+	dir, err := s.b.sandbox.unpacked(ctx, f.layers)
 	if err != nil {
-		return nil, fmt.Errorf("unpacking --from=%s: %w", from, err)
+		return nil, fmt.Errorf("unpacking --from=%s: %w", f.name, err)
 	}
-	return &sourceFS{root: dir, ignored: func(string) bool { return false }, skipDirs: true, keepIDs: true, confined: true, describe: "--from=" + from}, nil
+	return &sourceFS{root: dir, ignored: func(string) bool { return false }, skipDirs: true, keepIDs: true, confined: true, describe: "--from=" + f.name}, nil
 }
 
-// copyInputs names what a COPY or ADD reads, for its cache key: another
-// stage by its key, an image by its platform's manifest digest, context
-// files by their names, modes, sizes, link targets and contents.
-func (s *state) copyInputs(ctx context.Context, in *Instruction, srcs []string) (string, error) {
-	from, ok := in.Flags["from"]
-	if !ok {
-		d, err := s.b.contextDigest(srcs)
-		return "context:" + d, err
-	}
-	from, err := s.expand(from)
+// fromTree is what a COPY --from names: its layers, and what identifies
+// them for a cache key (another stage by its key, an image by its
+// platform's manifest digest).
+type fromTree struct {
+	name, id string
+	layers   []v1.Layer
+}
+
+// copyFrom resolves a COPY --from to a stage or an image, reading no layer.
+func (s *state) copyFrom(ctx context.Context, in *Instruction) (*fromTree, error) {
+	from, err := s.expand(in.Flags["from"])
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if st := s.b.df.stageRef(from, s.stage.Index); st != nil {
 		other, err := s.b.stage(ctx, st, s.target)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		return "stage:" + other.key, nil
+		return &fromTree{name: from, id: "stage:" + other.key, layers: other.layers}, nil
 	}
 	src, err := s.b.source(ctx, from)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	_, desc, err := src.ForPlatform(s.platform)
+	img, desc, err := src.ForPlatform(s.platform)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	return &fromTree{name: from, id: "image:" + desc.Digest.String(), layers: ls}, nil
+}
+
+// copyInputs names what a COPY or ADD reads, for its cache key: context
+// files by their names, modes, sizes, link targets and contents; a --from
+// tree by its id.
+func (s *state) copyInputs(ctx context.Context, in *Instruction, srcs []string) (string, error) {
+	if _, ok := in.Flags["from"]; !ok {
+		d, err := s.b.contextDigest(srcs)
+		return "context:" + d, err
+	}
+	f, err := s.copyFrom(ctx, in)
 	if err != nil {
 		return "", err
 	}
-	return "image:" + desc.Digest.String(), nil
+	return f.id, nil
 }
 
 // contextDigest hashes the context files srcs select, once per build.

@@ -125,15 +125,12 @@ func (s *state) created() time.Time {
 	return s.b.now()
 }
 
-// record adds a history entry for in; empty says it added no layer. A
-// step that only edits the config gets its time when the image is made.
-func (s *state) record(in *Instruction, createdBy string, empty bool) {
+// record adds a history entry for in, made at t; empty says it added no
+// layer. A zero t (a step that only edits the config) is filled in when the
+// image is made.
+func (s *state) record(in *Instruction, createdBy string, empty bool, t time.Time) {
 	if createdBy == "" {
 		createdBy = in.String()
-	}
-	var t time.Time
-	if in.Cmd == "run" || in.Cmd == "copy" || in.Cmd == "add" {
-		t = s.created()
 	}
 	s.history = append(s.history, v1.History{
 		Created:    v1.Time{Time: t},
@@ -143,10 +140,10 @@ func (s *state) record(in *Instruction, createdBy string, empty bool) {
 	})
 }
 
-// addLayer appends a layer made by in.
-func (s *state) addLayer(in *Instruction, l v1.Layer, createdBy string) {
+// addLayer appends a layer made by in at t.
+func (s *state) addLayer(in *Instruction, l v1.Layer, createdBy string, t time.Time) {
 	s.layers = append(s.layers, l)
-	s.record(in, createdBy, false)
+	s.record(in, createdBy, false, t)
 }
 
 // step runs one instruction.

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/spf13/pflag"
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/registry"
@@ -23,17 +24,11 @@ type cacheFlags struct {
 	size     string
 }
 
-func (c *cacheFlags) register(fs flagAdder) {
+func (c *cacheFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&c.from, "cache-from", nil, "also look for steps in this cache: type=registry,ref=REF | type=local,src=DIR | REF (repeatable)")
 	fs.StringArrayVar(&c.to, "cache-to", nil, "export the build's steps: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max] (repeatable)")
 	fs.BoolVar(&c.noCache, "no-cache", false, "run every step: look in no cache (the local one still learns the steps)")
 	fs.StringVar(&c.size, "cache-size", "", "bound of the local step cache, e.g. 4GiB or 500MB; 0 for none (default $MANIFOLD_CACHE_SIZE, else 4GiB)")
-}
-
-type flagAdder interface {
-	StringArrayVar(p *[]string, name string, value []string, usage string)
-	BoolVar(p *bool, name string, value bool, usage string)
-	StringVar(p *string, name string, value string, usage string)
 }
 
 // cacheExport is one --cache-to.
