@@ -14,8 +14,10 @@ type Options struct {
 	// Keychain finds credentials; default: docker's config.json and its
 	// credential helpers.
 	Keychain authn.Keychain
-	// Transport carries the HTTP requests; default: ggcr's, with retries.
+	// Transport carries the HTTP requests; default: ggcr's. Retry wraps it.
 	Transport http.RoundTripper
+	// Retry bounds the tries of a failed request; zero: DefaultRetry.
+	Retry Retry
 	// Store is the local store looked in before any registry; nil: none.
 	Store *Store
 }
@@ -25,11 +27,13 @@ func (o Options) remote(ctx context.Context) []remote.Option {
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc)}
-	if o.Transport != nil {
-		opts = append(opts, remote.WithTransport(o.Transport))
+	r := o.Retry.withDefaults()
+	opts := []remote.Option{
+		remote.WithContext(ctx), remote.WithAuthFromKeychain(kc),
+		remote.WithTransport(newRetrying(o.Transport, r)),
+		remote.WithUserAgent("manifold"),
 	}
-	return opts
+	return append(opts, r.options()...)
 }
 
 // ParseReference parses an image reference as Docker does (docker.io and

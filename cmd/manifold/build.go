@@ -16,17 +16,17 @@ import (
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
-	"github.com/manifold-build/manifold/registry"
 )
 
 type buildFlags struct {
-	file, target, progress, metadata, store, cacheDir, compression string
-	platforms, tags, outputs, buildArgs, labels                    []string
-	push                                                           bool
-	jobs                                                           int
-	network                                                        string
-	sandbox                                                        sandboxFlags
-	cache                                                          cacheFlags
+	file, target, progress, metadata, cacheDir, compression string
+	platforms, tags, outputs, buildArgs, labels             []string
+	push                                                    bool
+	jobs                                                    int
+	network                                                 string
+	sandbox                                                 sandboxFlags
+	cache                                                   cacheFlags
+	registry                                                registryFlags
 }
 
 func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -43,7 +43,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.IntVar(&f.jobs, "jobs", 0, "platforms built at once (default: all)")
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain or quiet")
 	fs.StringVar(&f.metadata, "metadata-file", "", "write the result's digest and names as JSON to this file")
-	fs.StringVar(&f.store, "store", registry.DefaultStoreDir(), "the local image store (env MANIFOLD_STORE)")
+	f.registry.register(fs)
 	fs.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "where unpacked base images and the build's scratch files are kept")
 	fs.StringVar(&f.compression, "compression", "gzip", "layer compression: gzip or zstd")
 	fs.StringVar(&f.network, "network", "default", "network of RUN steps without --network: default or host (the host's), or none (loopback only)")
@@ -115,7 +115,7 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	if err != nil {
 		return o, nil, err
 	}
-	ro := registry.Options{Store: &registry.Store{Dir: f.store}}
+	ro := f.registry.options()
 	dest, err := f.destination(ro)
 	if err != nil {
 		return o, nil, err

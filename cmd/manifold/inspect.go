@@ -18,18 +18,19 @@ import (
 
 func runInspect(ctx context.Context, args []string, out, errOut io.Writer) error {
 	var raw bool
-	var plat, store string
+	var plat string
+	var rf registryFlags
 	fs := flagSet("inspect", "[flags] IMAGE", errOut)
 	fs.BoolVar(&raw, "raw", false, "print the manifest (or, with --platform, that platform's manifest) as JSON")
 	fs.StringVar(&plat, "platform", "", "show only this platform's image")
-	fs.StringVar(&store, "store", registry.DefaultStoreDir(), "the local image store, looked in before any registry")
+	rf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usagef("inspect takes exactly one IMAGE")
 	}
-	src, err := registry.Open(ctx, fs.Arg(0), registry.Options{Store: &registry.Store{Dir: store}})
+	src, err := registry.Open(ctx, fs.Arg(0), rf.options())
 	if err != nil {
 		return err
 	}

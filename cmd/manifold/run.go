@@ -15,7 +15,6 @@ import (
 	"github.com/manifold-build/manifold/emulate"
 	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
-	"github.com/manifold-build/manifold/registry"
 )
 
 // sandboxFlags are the flags of commands that run steps.
@@ -43,9 +42,10 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 
 // runFlags are manifold run's flags.
 type runFlags struct {
-	platform, workdir, network, user, store, cacheDir string
-	env                                               []string
-	sandbox                                           sandboxFlags
+	platform, workdir, network, user, cacheDir string
+	env                                        []string
+	sandbox                                    sandboxFlags
+	registry                                   registryFlags
 }
 
 func runRun(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -57,7 +57,7 @@ func runRun(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory (default: the image's)")
 	fs.StringVarP(&f.user, "user", "u", "", "user[:group] to run as (default: the image's)")
 	fs.StringVar(&f.network, "network", "default", "network: default or host (the host's), or none (loopback only)")
-	fs.StringVar(&f.store, "store", registry.DefaultStoreDir(), "the local image store, looked in before any registry")
+	f.registry.register(fs)
 	fs.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "where unpacked images and scratch files are kept")
 	f.sandbox.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -107,7 +107,7 @@ func (f *runFlags) options(image string, command []string) (assemble.RunOptions,
 		}
 		o.Env = append(o.Env, kv)
 	}
-	o.Registry = registry.Options{Store: &registry.Store{Dir: f.store}}
+	o.Registry = f.registry.options()
 	o.Rootfs = &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")}
 	o.WorkDir = filepath.Join(f.cacheDir, "tmp")
 	return o, nil
