@@ -94,13 +94,11 @@ func (c *Catalog) listing(l v1.Layer) (*listing, error) {
 }
 
 func (lst *listing) read(l v1.Layer) error {
-	rc, err := l.Uncompressed()
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
 	lst.entries = map[string]*tar.Header{}
-	tr := tar.NewReader(rc)
+	return readLayer(l, lst.add)
+}
+
+func (lst *listing) add(tr *tar.Reader) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {

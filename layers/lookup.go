@@ -52,12 +52,10 @@ func scan(ctx context.Context, ls []v1.Layer, names []string, found func(*tar.He
 // scanLayer settles the names in want that layer l decides, passing those
 // it holds to found and deleting settled names from want.
 func scanLayer(l v1.Layer, want map[string]bool, found func(*tar.Header, io.Reader) error) error {
-	rc, err := l.Uncompressed()
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
+	return readLayer(l, func(tr *tar.Reader) error { return scanTar(tr, want, found) })
+}
+
+func scanTar(tr *tar.Reader, want map[string]bool, found func(*tar.Header, io.Reader) error) error {
 	var del deletions
 	for len(want) > 0 {
 		h, err := tr.Next()

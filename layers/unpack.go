@@ -52,16 +52,11 @@ func UnpackDiff(ctx context.Context, dir string, l v1.Layer, below []string) err
 		return err
 	}
 	defer root.Close()
-	rc, err := l.Uncompressed()
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
 	a := newApplier(root)
 	a.diff = true
-	if err := a.apply(tar.NewReader(rc)); err != nil {
+	if err := readLayer(l, a.apply); err != nil {
 		d, _ := l.Digest()
-		return fmt.Errorf("unpacking layer %s: %w", d, err)
+		return fmt.Errorf("unpacking layer %d (%s): %w", len(below)+1, d, err)
 	}
 	return a.inherit(below)
 }
@@ -70,18 +65,23 @@ func UnpackDiff(ctx context.Context, dir string, l v1.Layer, below []string) err
 var ErrNeedsRoot = errors.New("making overlayfs whiteouts needs root")
 
 func applyLayer(root *os.Root, l v1.Layer) error {
+	return readLayer(l, newApplier(root).apply)
+}
+
+// readLayer hands l's tar stream to fn, then reads what fn left of it to
+// the end: a layer's checks at its end (its digests, the compression's
+// trailer) then run on every read, whatever fn needed.
+func readLayer(l v1.Layer, fn func(*tar.Reader) error) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	return apply(root, tar.NewReader(rc))
-}
-
-// apply applies one layer's tar stream to root.
-func apply(root *os.Root, tr *tar.Reader) error {
-	a := newApplier(root)
-	return a.apply(tr)
+	if err := fn(tar.NewReader(rc)); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, rc)
+	return err
 }
 
 func newApplier(root *os.Root) *applier {
@@ -98,7 +98,7 @@ func (a *applier) apply(tr *tar.Reader) error {
 			return err
 		}
 		if err := a.entry(h, tr); err != nil {
-			return fmt.Errorf("%s: %w", h.Name, err)
+			return fmt.Errorf("%s: %w", shortName(h.Name), err)
 		}
 	}
 	return a.finish()
@@ -416,7 +416,7 @@ func cleanName(name string) (string, error) {
 	p := path.Clean(strings.TrimLeft(name, "/"))
 	switch {
 	case p == "..", strings.HasPrefix(p, "../"):
-		return "", fmt.Errorf("path %q leaves the root", name)
+		return "", fmt.Errorf("path %q leaves the root", shortName(name))
 	case p == ".":
 		return "", nil
 	}
@@ -428,4 +428,14 @@ func dirOrDot(dir string) string {
 		return "."
 	}
 	return dir
+}
+
+// shortName cuts a name for an error message: a crafted layer's names can
+// be megabytes long.
+func shortName(name string) string {
+	const keep = 200
+	if len(name) <= keep {
+		return name
+	}
+	return fmt.Sprintf("%s... (%d bytes)", name[:keep], len(name))
 }

@@ -18,6 +18,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// Retry bounds the tries of a failed request; zero: DefaultRetry.
 	Retry Retry
+	// MaxUnpacked bounds the bytes one base image's layers unpack to,
+	// together; zero: DefaultMaxUnpacked, negative: no bound.
+	MaxUnpacked int64
 	// Store is the local store looked in before any registry; nil: none.
 	Store *Store
 }
@@ -40,4 +43,11 @@ func (o Options) remote(ctx context.Context) []remote.Option {
 // library/ implied, :latest by default).
 func (o Options) ParseReference(ref string) (name.Reference, error) {
 	return name.ParseReference(ref)
+}
+
+func (o Options) maxUnpacked() int64 {
+	if o.MaxUnpacked == 0 {
+		return DefaultMaxUnpacked
+	}
+	return max(o.MaxUnpacked, 0)
 }

@@ -19,11 +19,21 @@ type Source struct {
 	Name  string        // the full reference, or oci-layout://DIR[:TAG]
 	Index v1.ImageIndex // set for a multi-platform source
 	Image v1.Image      // set for a single-platform source
+
+	maxUnpacked int64 // see Options.MaxUnpacked
 }
 
 // Open finds ref, reading only its top manifest: oci-layout://DIR[:TAG] in
 // an OCI image layout, else in the local store and then in its registry.
 func Open(ctx context.Context, ref string, o Options) (*Source, error) {
+	src, err := open(ctx, ref, o)
+	if err == nil {
+		src.maxUnpacked = o.maxUnpacked()
+	}
+	return src, err
+}
+
+func open(ctx context.Context, ref string, o Options) (*Source, error) {
 	if dir, ok := strings.CutPrefix(ref, layoutScheme); ok {
 		return openLayout(dir)
 	}
@@ -88,7 +98,16 @@ func (s *Source) Manifests() ([]v1.Descriptor, error) {
 
 // ForPlatform picks the variant for p. Only the chosen manifest is read
 // (and, for a single-platform source, its config to check the platform).
+// Every read of its layers is verified (see verified).
 func (s *Source) ForPlatform(p platform.Platform) (v1.Image, *v1.Descriptor, error) {
+	img, d, err := s.forPlatform(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return verify(img, fmt.Sprintf("%s (%s)", s.Name, p), s.maxUnpacked), d, nil
+}
+
+func (s *Source) forPlatform(p platform.Platform) (v1.Image, *v1.Descriptor, error) {
 	if s.Index == nil {
 		cf, err := s.Image.ConfigFile()
 		if err != nil {

@@ -115,7 +115,10 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	if err != nil {
 		return o, nil, err
 	}
-	ro := f.registry.options()
+	ro, err := f.registry.options()
+	if err != nil {
+		return o, nil, err
+	}
 	dest, err := f.destination(ro)
 	if err != nil {
 		return o, nil, err

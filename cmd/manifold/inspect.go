@@ -30,7 +30,11 @@ func runInspect(ctx context.Context, args []string, out, errOut io.Writer) error
 	if fs.NArg() != 1 {
 		return usagef("inspect takes exactly one IMAGE")
 	}
-	src, err := registry.Open(ctx, fs.Arg(0), rf.options())
+	ro, err := rf.options()
+	if err != nil {
+		return err
+	}
+	src, err := registry.Open(ctx, fs.Arg(0), ro)
 	if err != nil {
 		return err
 	}

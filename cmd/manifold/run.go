@@ -107,7 +107,11 @@ func (f *runFlags) options(image string, command []string) (assemble.RunOptions,
 		}
 		o.Env = append(o.Env, kv)
 	}
-	o.Registry = f.registry.options()
+	ro, err := f.registry.options()
+	if err != nil {
+		return o, err
+	}
+	o.Registry = ro
 	o.Rootfs = &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")}
 	o.WorkDir = filepath.Join(f.cacheDir, "tmp")
 	return o, nil
