@@ -2,6 +2,7 @@ package layers
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,9 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -98,7 +101,7 @@ func (a *applier) apply(tr *tar.Reader) error {
 			return err
 		}
 		if err := a.entry(h, tr); err != nil {
-			return fmt.Errorf("%s: %w", shortName(h.Name), err)
+			return fmt.Errorf("%s: %w", shortName(h.Name), shortPaths(err))
 		}
 	}
 	return a.finish()
@@ -108,11 +111,22 @@ type applier struct {
 	root         *os.Root
 	seen         map[string]bool // names this layer wrote, spared by an opaque marker
 	opaque       []string
-	dirTimes     []*tar.Header
+	dirTimes     []dirTime
 	unprivileged bool
 	diff         bool            // overlayfs's format: deletions and opaque markers are kept, not applied
 	implied      map[string]bool // diff: parent directories made without an entry of their own
+
+	skippedDevice string // the first device node that could not be made
 }
+
+// errSkipped is an entry left out on purpose.
+var errSkipped = errors.New("skipped")
+
+// Warn tells the user what an unpack left out; by default on standard
+// error.
+var Warn = func(msg string) { fmt.Fprintf(os.Stderr, "manifold: warning: %s\n", msg) }
+
+var warnDevices sync.Once
 
 // noteImplied records the directories of dir that do not exist yet: made
 // for an entry below them, they are not the layer's to describe.
@@ -170,6 +184,9 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 		return err
 	}
 	name = path.Join(dir, base)
+	if target, ok := strings.CutPrefix(base, whPrefix); ok && (target == "" || target == "." || target == "..") {
+		return fmt.Errorf("whiteout %q names no file", base)
+	}
 	if p, opaque, ok := marker(name); ok {
 		switch {
 		case a.diff:
@@ -193,6 +210,9 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 		return err
 	}
 	if err := a.create(name, h, r); err != nil {
+		if err == errSkipped {
+			return nil
+		}
 		return err
 	}
 	return a.attributes(name, h)
@@ -241,8 +261,7 @@ func (a *applier) create(name string, h *tar.Header, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(f, r)
-		return errors.Join(err, f.Close())
+		return errors.Join(writeSparse(f, r), f.Close())
 	case tar.TypeSymlink:
 		return a.root.Symlink(h.Linkname, name)
 	case tar.TypeLink:
@@ -252,7 +271,17 @@ func (a *applier) create(name string, h *tar.Header, r io.Reader) error {
 		}
 		return a.root.Link(target, name)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		return a.mknod(name, h)
+		err := a.mknod(name, h)
+		if errors.Is(err, unix.EPERM) && h.Typeflag != tar.TypeFifo {
+			// Device nodes take real root (root of a user namespace is
+			// not enough): an unpack without it goes on without them, as
+			// containerd's does, and says so once.
+			if a.skippedDevice == "" {
+				a.skippedDevice = name
+			}
+			return errSkipped
+		}
+		return err
 	}
 	return fmt.Errorf("unsupported tar entry type %q", h.Typeflag)
 }
@@ -304,11 +333,7 @@ func (a *applier) mknod(name string, h *tar.Header) error {
 	default:
 		mode |= unix.S_IFIFO
 	}
-	err = unix.Mknodat(int(d.Fd()), base, mode, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))))
-	if a.unprivileged && errors.Is(err, unix.EPERM) {
-		return nil // device nodes need privilege; an unprivileged unpack goes on without them
-	}
-	return err
+	return unix.Mknodat(int(d.Fd()), base, mode, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))))
 }
 
 func (a *applier) attributes(name string, h *tar.Header) error {
@@ -332,11 +357,46 @@ func (a *applier) attributes(name string, h *tar.Header) error {
 		return err
 	}
 	if h.Typeflag == tar.TypeDir {
-		a.dirTimes = append(a.dirTimes, h)
+		a.dirTimes = append(a.dirTimes, dirTime{name, h.ModTime})
 		return nil
 	}
 	return a.root.Chtimes(name, h.ModTime, h.ModTime)
 }
+
+// writeSparse copies r to the new, empty file f, leaving a hole wherever a
+// whole block is zeros: a sparse file in a layer (or a file of zeros) takes
+// no more disk than it did where it was made.
+func writeSparse(f *os.File, r io.Reader) error {
+	const block = 64 << 10
+	buf := make([]byte, block)
+	var off int64
+	holeAtEnd := false
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if holeAtEnd = allZero(buf[:n]); !holeAtEnd {
+				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+					return werr
+				}
+			}
+			off += int64(n)
+		}
+		switch err {
+		case nil:
+			continue
+		case io.EOF, io.ErrUnexpectedEOF:
+			if holeAtEnd {
+				return f.Truncate(off)
+			}
+			return nil
+		}
+		return err
+	}
+}
+
+var zeros = make([]byte, 64<<10)
+
+func allZero(b []byte) bool { return bytes.Equal(b, zeros[:len(b)]) }
 
 // symlinkTimes sets a symlink's own times (os.Root has no Lchtimes).
 func (a *applier) symlinkTimes(name string, h *tar.Header) error {
@@ -350,11 +410,24 @@ func (a *applier) symlinkTimes(name string, h *tar.Header) error {
 	return unix.UtimesNanoAt(int(d.Fd()), base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
+// applied tells which extended attributes a layer may set, as containerd
+// decides: user ones, file capabilities and ACLs; never trusted.* (overlayfs
+// and other kernel users read them) nor other security.* ones (SELinux,
+// IMA and friends are the host's to label).
+func applied(attr string) bool {
+	switch {
+	case strings.HasPrefix(attr, "user."), attr == "security.capability",
+		attr == "system.posix_acl_access", attr == "system.posix_acl_default":
+		return true
+	}
+	return false
+}
+
 func (a *applier) xattrs(name string, h *tar.Header) error {
 	var f *os.File
 	for k, v := range h.PAXRecords {
 		attr, ok := strings.CutPrefix(k, paxXattr)
-		if !ok {
+		if !ok || !applied(attr) {
 			continue
 		}
 		if f == nil {
@@ -374,22 +447,38 @@ func (a *applier) xattrs(name string, h *tar.Header) error {
 // finish empties opaque directories of what lower layers put there and sets
 // directory times last, after their contents stopped changing them.
 func (a *applier) finish() error {
+	if a.skippedDevice != "" {
+		warnDevices.Do(func() {
+			Warn(fmt.Sprintf("device nodes of the image (such as /%s) are left out: making them takes root outside any user namespace", a.skippedDevice))
+		})
+	}
 	for _, dir := range a.opaque {
 		if err := a.clearOpaque(dir); err != nil {
 			return fmt.Errorf("opaque %s: %w", dir, err)
 		}
 	}
 	for i := len(a.dirTimes) - 1; i >= 0; i-- {
-		h := a.dirTimes[i]
-		name, _ := cleanName(h.Name)
-		if err := a.root.Chtimes(dirOrDot(name), h.ModTime, h.ModTime); err != nil {
-			return err
+		d := a.dirTimes[i]
+		if fi, err := a.root.Lstat(dirOrDot(d.name)); err != nil || !fi.IsDir() {
+			continue // a later entry removed it or put a link or a file in its place
+		}
+		if err := a.root.Chtimes(dirOrDot(d.name), d.mtime, d.mtime); err != nil {
+			return fmt.Errorf("%s: %w", shortName(d.name), err)
 		}
 	}
 	return nil
 }
 
+// dirTime is a directory's time, set once its contents stopped changing.
+type dirTime struct {
+	name  string // resolved: no link on the way
+	mtime time.Time
+}
+
 func (a *applier) clearOpaque(dir string) error {
+	if fi, err := a.root.Lstat(dirOrDot(dir)); err != nil || !fi.IsDir() {
+		return nil // nothing of the lower layers there to hide
+	}
 	d, err := a.root.Open(dirOrDot(dir))
 	if err != nil {
 		return err
@@ -428,6 +517,20 @@ func dirOrDot(dir string) string {
 		return "."
 	}
 	return dir
+}
+
+// shortPaths cuts the long paths an error from the OS would repeat after
+// the entry's name.
+func shortPaths(err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe) && len(pe.Path) > 200:
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	case errors.As(err, &le) && len(le.Old)+len(le.New) > 200:
+		return &os.LinkError{Op: le.Op, Old: shortName(le.Old), New: shortName(le.New), Err: le.Err}
+	}
+	return err
 }
 
 // shortName cuts a name for an error message: a crafted layer's names can
