@@ -35,6 +35,8 @@ type Options struct {
 	Registry   registry.Options
 	// Rootfs caches unpacked bases; required when a step needs files.
 	Rootfs *layers.Cache
+	// StepTimeout kills a RUN step that runs longer; 0: no limit.
+	StepTimeout time.Duration
 	// WorkDir is where the build keeps its scratch files (steps' changes,
 	// new layers), in a folder of its own that it removes; default the
 	// system's temporary directory. It should be on a disk, not in memory.
@@ -92,7 +94,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	// and are read again when the result is pushed: they get the build's,
 	// not the per-platform group's, which ends with Build.
 	b.openCtx = ctx
-	defer b.cleanup()
+	defer b.cleanup(ctx)
 	res := &Result{}
 	if res.dir, err = os.MkdirTemp(o.WorkDir, "manifold-layers-"); err != nil {
 		return nil, err
@@ -202,8 +204,13 @@ func newBuilder(o Options) (*builder, error) {
 
 // cleanup sets the build's scratch files aside, in one rename: deleting
 // the thousands of files a step can leave costs as much as the step, so a
-// later build (or manifold prune) deletes them while it works.
-func (b *builder) cleanup() {
+// later build (or manifold prune) deletes them while it works. An
+// interrupted build leaves nothing behind: it deletes them now.
+func (b *builder) cleanup(ctx context.Context) {
+	if ctx.Err() != nil {
+		os.RemoveAll(b.workDir)
+		return
+	}
 	trash := filepath.Join(filepath.Dir(b.workDir), trashPrefix+filepath.Base(b.workDir))
 	if os.Rename(b.workDir, trash) != nil {
 		os.RemoveAll(b.workDir)

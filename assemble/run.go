@@ -38,7 +38,7 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 		c.layers, c.dirs = s.layers, s.dirs
 		c.stdout = s.b.output(s.platform)
 		c.stderr = c.stdout
-		files, err := s.b.sandbox.run(ctx, c, true)
+		files, err := s.runTimed(ctx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -55,6 +55,23 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 		return res, err
 	})
 }
+
+// runTimed runs c, killing it after the build's StepTimeout.
+func (s *state) runTimed(ctx context.Context, c command) (*stepFiles, error) {
+	limit := s.b.o.StepTimeout
+	if limit <= 0 {
+		return s.b.sandbox.run(ctx, c, true)
+	}
+	tctx, cancel := context.WithTimeoutCause(ctx, limit, errStepTimeout)
+	defer cancel()
+	files, err := s.b.sandbox.run(tctx, c, true)
+	if err != nil && ctx.Err() == nil && context.Cause(tctx) == errStepTimeout {
+		return nil, fmt.Errorf("killed after %s (--step-timeout)", limit)
+	}
+	return files, err
+}
+
+var errStepTimeout = errors.New("step timed out")
 
 // network is a RUN's network: its --network flag, else the build's.
 func (s *state) network(in *Instruction) (string, error) {

@@ -32,7 +32,7 @@ func Unpack(ctx context.Context, dir string, ls []v1.Layer) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := applyLayer(root, l); err != nil {
+		if err := readLayer(l, newApplier(ctx, root).apply); err != nil {
 			d, _ := l.Digest()
 			return fmt.Errorf("unpacking layer %d (%s): %w", i+1, d, err)
 		}
@@ -55,7 +55,7 @@ func UnpackDiff(ctx context.Context, dir string, l v1.Layer, below []string) err
 		return err
 	}
 	defer root.Close()
-	a := newApplier(root)
+	a := newApplier(ctx, root)
 	a.diff = true
 	if err := readLayer(l, a.apply); err != nil {
 		d, _ := l.Digest()
@@ -66,10 +66,6 @@ func UnpackDiff(ctx context.Context, dir string, l v1.Layer, below []string) err
 
 // ErrNeedsRoot is a diff layer with deletions, unpacked without root.
 var ErrNeedsRoot = errors.New("making overlayfs whiteouts needs root")
-
-func applyLayer(root *os.Root, l v1.Layer) error {
-	return readLayer(l, newApplier(root).apply)
-}
 
 // readLayer hands l's tar stream to fn, then reads what fn left of it to
 // the end: a layer's checks at its end (its digests, the compression's
@@ -87,12 +83,15 @@ func readLayer(l v1.Layer, fn func(*tar.Reader) error) error {
 	return err
 }
 
-func newApplier(root *os.Root) *applier {
-	return &applier{root: root, seen: map[string]bool{}, unprivileged: os.Geteuid() != 0}
+func newApplier(ctx context.Context, root *os.Root) *applier {
+	return &applier{ctx: ctx, root: root, seen: map[string]bool{}, unprivileged: os.Geteuid() != 0}
 }
 
 func (a *applier) apply(tr *tar.Reader) error {
 	for {
+		if err := a.ctx.Err(); err != nil {
+			return err
+		}
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
@@ -108,6 +107,7 @@ func (a *applier) apply(tr *tar.Reader) error {
 }
 
 type applier struct {
+	ctx          context.Context // an interrupted build stops between entries
 	root         *os.Root
 	seen         map[string]bool // names this layer wrote, spared by an opaque marker
 	opaque       []string

@@ -23,6 +23,7 @@ type buildFlags struct {
 	platforms, tags, outputs, buildArgs, labels             []string
 	push                                                    bool
 	jobs                                                    int
+	stepTimeout                                             time.Duration
 	network                                                 string
 	sandbox                                                 sandboxFlags
 	cache                                                   cacheFlags
@@ -41,6 +42,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringArrayVar(&f.labels, "label", nil, "set a label on the image: KEY=VALUE")
 	fs.StringVar(&f.target, "target", "", "build this stage and what it needs (default: the last stage)")
 	fs.IntVar(&f.jobs, "jobs", 0, "platforms built at once (default: all)")
+	fs.DurationVar(&f.stepTimeout, "step-timeout", 0, "kill a RUN step that runs longer, e.g. 30m (default: no limit)")
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain or quiet")
 	fs.StringVar(&f.metadata, "metadata-file", "", "write the result's digest and names as JSON to this file")
 	f.registry.register(fs)
@@ -126,7 +128,7 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	o = assemble.Options{
 		Context: contextDir, Dockerfile: f.file, Platforms: plats, BuildArgs: args,
 		Labels: labels, Target: f.target, Registry: ro, Compression: comp, Epoch: epoch,
-		Jobs: f.jobs, DockerMediaTypes: dest.dockerTypes, Runner: runner, Network: network,
+		Jobs: f.jobs, StepTimeout: f.stepTimeout, DockerMediaTypes: dest.dockerTypes, Runner: runner, Network: network,
 		WorkDir: filepath.Join(f.cacheDir, "tmp"),
 		Rootfs:  &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
 	}

@@ -39,10 +39,58 @@ func commands() []command {
 
 func main() {
 	emulate.Main() // the sandbox's init, when re-executed as one
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, interrupted := interrupts(os.Stderr)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	if sig, ok := interrupted(); ok {
+		code = signalCode(sig)
+	}
 	os.Exit(code)
+}
+
+// interrupts cancels the returned context on the first SIGINT or SIGTERM:
+// sandboxed processes are killed, scratch directories removed, and no tag
+// is created or moved. A second one exits at once.
+func interrupts(errOut io.Writer) (context.Context, func() (os.Signal, bool)) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(errOut, "manifold: %s: stopping (again to exit at once)\n", sigName(sig))
+		cancel(signalError{sig})
+		sig = <-sigs
+		os.Exit(signalCode(sig))
+	}()
+	return ctx, func() (os.Signal, bool) {
+		var se signalError
+		if errors.As(context.Cause(ctx), &se) {
+			return se.sig, true
+		}
+		return nil, false
+	}
+}
+
+type signalError struct{ sig os.Signal }
+
+func (e signalError) Error() string { return "interrupted (" + sigName(e.sig) + ")" }
+
+func sigName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
+}
+
+// signalCode is the exit status of a program a signal stopped, as shells
+// report it: 130 for SIGINT, 143 for SIGTERM.
+func signalCode(sig os.Signal) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return 1
 }
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) int {
@@ -61,6 +109,9 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 			emulate.Unshare() // rootless: go on as root of a user namespace
 		}
 		err := c.run(ctx, args[1:], out, errOut)
+		if se := (signalError{}); err != nil && errors.As(context.Cause(ctx), &se) {
+			err = se // what stopped it, not the context canceled it caused
+		}
 		var code exitCode
 		switch {
 		case err == nil:
