@@ -27,7 +27,7 @@ type ChangeOptions struct {
 // The cost follows the size of upper, not of the root filesystem.
 func Changes(upper string, lowers []string, o ChangeOptions) ([]Entry, error) {
 	c := &changes{upper: upper, lowers: lowers, o: o}
-	return c.dir("")
+	return c.dir("", false)
 }
 
 type changes struct {
@@ -36,7 +36,9 @@ type changes struct {
 	o      ChangeOptions
 }
 
-func (c *changes) dir(rel string) ([]Entry, error) {
+// dir lists the changes under rel; hidden: an opaque directory above hides
+// the lower layers there, so that nothing in it is merely copied up.
+func (c *changes) dir(rel string, hidden bool) ([]Entry, error) {
 	des, err := os.ReadDir(filepath.Join(c.upper, rel))
 	if err != nil {
 		return nil, err
@@ -61,12 +63,12 @@ func (c *changes) dir(rel string) ([]Entry, error) {
 			out = append(out, c.mapIDs(e))
 			continue
 		}
-		sub, err := c.dir(p)
+		opaque := isOpaque(host)
+		sub, err := c.dir(p, hidden || opaque)
 		if err != nil {
 			return nil, err
 		}
-		opaque := isOpaque(host)
-		if len(sub) == 0 && !opaque && !c.dirChanged(p, fi) {
+		if len(sub) == 0 && !opaque && !hidden && !c.dirChanged(p, fi) {
 			continue
 		}
 		e, err := EntryFor(host, p)
@@ -85,17 +87,8 @@ func (c *changes) dir(rel string) ([]Entry, error) {
 // dirChanged tells whether a directory of upper is new or differs from the
 // lower one in type, mode or owner (not in times: a copy-up touches them).
 func (c *changes) dirChanged(p string, fi fs.FileInfo) bool {
-	for i := len(c.lowers) - 1; i >= 0; i-- {
-		lfi, err := os.Lstat(filepath.Join(c.lowers[i], p))
-		if err != nil {
-			continue
-		}
-		if isWhiteout(lfi) {
-			return true
-		}
-		return !sameMeta(fi, lfi)
-	}
-	return true
+	_, lfi, err := find(c.lowers, p)
+	return err != nil || !lfi.IsDir() || !sameMeta(fi, lfi)
 }
 
 func (c *changes) mapIDs(e Entry) Entry {

@@ -257,6 +257,9 @@ func (a *applier) create(name string, h *tar.Header, r io.Reader) error {
 		}
 		return err
 	case tar.TypeReg, tar.TypeRegA: //lint:ignore SA1019 old archives still say '\x00'
+		if h.Size > maxFileSize {
+			return fmt.Errorf("a file of %d GiB: more than the %d GiB one file may have", h.Size>>30, maxFileSize>>30)
+		}
 		f, err := a.root.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode.Perm())
 		if err != nil {
 			return err
@@ -363,6 +366,10 @@ func (a *applier) attributes(name string, h *tar.Header) error {
 	return a.root.Chtimes(name, h.ModTime, h.ModTime)
 }
 
+// maxFileSize bounds one file: a few hundred bytes of sparse tar can declare
+// exabytes, and the tar reader hands over every zero of the holes.
+var maxFileSize int64 = 64 << 30
+
 // writeSparse copies r to the new, empty file f, leaving a hole wherever a
 // whole block is zeros: a sparse file in a layer (or a file of zeros) takes
 // no more disk than it did where it was made.
@@ -423,21 +430,27 @@ func applied(attr string) bool {
 	return false
 }
 
+// xattrs sets an entry's extended attributes without opening it (opening
+// a fifo blocks, opening a device node acts on a device): by its name in
+// its directory, reached through the directory's descriptor.
 func (a *applier) xattrs(name string, h *tar.Header) error {
-	var f *os.File
+	var dir *os.File
 	for k, v := range h.PAXRecords {
 		attr, ok := strings.CutPrefix(k, paxXattr)
 		if !ok || !applied(attr) {
 			continue
 		}
-		if f == nil {
+		if dir == nil {
 			var err error
-			if f, err = a.root.Open(name); err != nil {
+			parent, _ := splitName(name)
+			if dir, err = a.root.Open(dirOrDot(parent)); err != nil {
 				return err
 			}
-			defer f.Close()
+			defer dir.Close()
 		}
-		if err := unix.Fsetxattr(int(f.Fd()), attr, []byte(v), 0); err != nil && !a.unprivileged {
+		_, base := splitName(name)
+		p := fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), base)
+		if err := unix.Lsetxattr(p, attr, []byte(v), 0); err != nil && !a.unprivileged {
 			return fmt.Errorf("setting xattr %s: %w", attr, err)
 		}
 	}

@@ -31,8 +31,13 @@ func Parse(s string) (Platform, error) {
 	if len(parts) == 1 && parts[0] != "" {
 		parts = []string{"linux", parts[0]}
 	}
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+	if len(parts) < 2 || len(parts) > 3 {
 		return Platform{}, fmt.Errorf("invalid platform %q: want os/arch[/variant]", s)
+	}
+	for i, part := range parts {
+		if !validPart(part) || part == "" && i < 2 {
+			return Platform{}, fmt.Errorf("invalid platform %q: want os/arch[/variant] of letters, digits, _ and -", s)
+		}
 	}
 	p := Platform{OS: parts[0], Architecture: parts[1]}
 	if len(parts) == 3 {
@@ -113,6 +118,16 @@ func Host() Platform {
 
 // normalize spells a platform the way Docker compares them: aliases to
 // GOARCH names, arm64 with variant v8, arm with v7 unless said otherwise.
+// validPart is what an OS, architecture or variant may be made of.
+func validPart(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 func (p Platform) normalize() Platform {
 	p.OS = strings.ToLower(p.OS)
 	arch := strings.ToLower(p.Architecture)
