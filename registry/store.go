@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -62,6 +63,9 @@ func (s *Store) Put(idx v1.ImageIndex, tags []name.Reference) error {
 	if err != nil {
 		return fmt.Errorf("opening store %s: %w", s.Dir, err)
 	}
+	if err := s.putLayers(idx); err != nil {
+		return err
+	}
 	for _, t := range tags {
 		ann := map[string]string{refNameAnnotation: t.Name()}
 		if err := p.ReplaceIndex(idx, match.Annotation(refNameAnnotation, t.Name()), layout.WithAnnotations(ann)); err != nil {
@@ -69,6 +73,76 @@ func (s *Store) Put(idx v1.ImageIndex, tags []name.Reference) error {
 		}
 	}
 	return nil
+}
+
+// putLayers stores the layers of idx's images that the store lacks, each
+// into a temporary file renamed into place once its digest checked out:
+// ggcr's layout writes straight to the final name, where a read that
+// fails half way would leave a blob that is not what its name says.
+func (s *Store) putLayers(idx v1.ImageIndex) error {
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	for _, d := range m.Manifests {
+		if !d.MediaType.IsImage() {
+			continue
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return err
+		}
+		ls, err := img.Layers()
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			if err := s.putBlob(l); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) putBlob(l v1.Layer) error {
+	h, err := l.Digest()
+	if err != nil {
+		return err
+	}
+	size, err := l.Size()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.Dir, "blobs", h.Algorithm)
+	final := filepath.Join(dir, h.Hex)
+	if fi, err := os.Stat(final); err == nil && fi.Size() == size {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(dir, ".tmp-"+h.Hex)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	got, n, err := v1.SHA256(io.TeeReader(rc, tmp))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("storing layer %s: %w", h, err)
+	case got != h || n != size:
+		return fmt.Errorf("storing layer %s: %w: read %d bytes with digest %s", h, ErrIntegrity, n, got)
+	}
+	return os.Rename(tmp.Name(), final)
 }
 
 // lock takes the store's write lock, held across processes.

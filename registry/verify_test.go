@@ -8,9 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -187,5 +190,25 @@ func TestLayersAreVerifiedOnEveryRead(t *testing.T) {
 				t.Errorf("error %v is no ErrIntegrity", err)
 			}
 		})
+	}
+}
+
+// A layer whose bytes are not what its digest says is never stored: the
+// store's blob of that name is absent after the failed Put.
+func TestStoreKeepsNoUnverifiedBlob(t *testing.T) {
+	l := honest(tarOf(t, "etc/motd", []byte("hello\n")))
+	l.digest = sha([]byte("other bytes"))
+	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img})
+	st := &Store{Dir: t.TempDir()}
+	tag, _ := name.ParseReference("example.com/lies:1")
+	if err := st.Put(idx, []name.Reference{tag}); err == nil || !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("Put: %v, want an integrity error", err)
+	}
+	if _, err := os.Stat(filepath.Join(st.Dir, "blobs", "sha256", l.digest.Hex)); err == nil {
+		t.Error("the store holds a blob that is not what its name says")
 	}
 }
