@@ -24,6 +24,7 @@ type initConfig struct {
 	Rootfs          string
 	Merged          string            // the empty directory to build the root on
 	Shared          map[string]string // path in the root → copy of the host's file to bind there
+	Mounts          []Mount
 	Argv, Env       []string
 	User, Workdir   string
 	Hostname        string

@@ -30,6 +30,7 @@ func setupRoot(cfg *initConfig) ([]string, error) {
 		func() error { return mountDev(st) },
 		func() error { return bindShared(st, "/etc/resolv.conf", cfg.Shared["/etc/resolv.conf"]) },
 		func() error { return bindShared(st, "/etc/hosts", cfg.Shared["/etc/hosts"]) },
+		func() error { return addMounts(st, cfg.Mounts) },
 		func() error { return registerBinfmt(root, cfg.Binfmt) },
 		func() error { return pivot(root) },
 		func() error { return unix.Sethostname([]byte(cfg.Hostname)) },
@@ -244,20 +245,59 @@ func bindShared(s *stubber, p, src string) error {
 	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding %s: %w", p, err)
 	}
+	if err := remountReadOnly(src, target); err != nil {
+		return fmt.Errorf("making %s read-only: %w", p, err)
+	}
+	return nil
+}
+
+// addMounts puts a step's own mounts into the root, in order (a later one
+// may go inside an earlier one). Nothing is mounted through a symlink of
+// the image.
+func addMounts(s *stubber, ms []Mount) error {
+	for _, m := range ms {
+		target, ok, err := s.ensure(m.Target, m.File)
+		switch {
+		case err != nil:
+			return fmt.Errorf("preparing %s: %w", m.Target, err)
+		case !ok:
+			return fmt.Errorf("mounting on %s: it is a symlink, or under a file, in the image", m.Target)
+		}
+		if m.Source == "" {
+			opts := "mode=1777"
+			if m.Size > 0 {
+				opts += fmt.Sprintf(",size=%d", m.Size)
+			}
+			if err := unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+				return fmt.Errorf("mounting a tmpfs on %s: %w", m.Target, err)
+			}
+			continue
+		}
+		if err := unix.Mount(m.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("binding %s on %s: %w", m.Source, m.Target, err)
+		}
+		if m.ReadOnly {
+			if err := remountReadOnly(m.Source, target); err != nil {
+				return fmt.Errorf("making %s read-only: %w", m.Target, err)
+			}
+		}
+	}
+	return nil
+}
+
+// remountReadOnly makes the bind mount at target read-only, keeping the
+// flags of the mount src is on (a user namespace may not drop them).
+func remountReadOnly(src, target string) error {
 	var sfs unix.Statfs_t
 	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
 	if unix.Statfs(src, &sfs) == nil {
-		// A user namespace may not drop the flags the host mount has.
 		for st, ms := range map[int64]uintptr{unix.ST_NOSUID: unix.MS_NOSUID, unix.ST_NODEV: unix.MS_NODEV, unix.ST_NOEXEC: unix.MS_NOEXEC} {
 			if sfs.Flags&st != 0 {
 				flags |= ms
 			}
 		}
 	}
-	if err := unix.Mount("", target, "", flags, ""); err != nil {
-		return fmt.Errorf("making %s read-only: %w", p, err)
-	}
-	return nil
+	return unix.Mount("", target, "", flags, "")
 }
 
 // registerBinfmt mounts a binfmt_misc instance of the sandbox's own user

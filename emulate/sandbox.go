@@ -154,7 +154,7 @@ func (s *Sandbox) prepare(spec Spec) (*initConfig, *Result, func(), error) {
 		hostname = "manifold"
 	}
 	cfg := &initConfig{
-		Lower: spec.Lower, Rootfs: spec.Rootfs,
+		Lower: spec.Lower, Rootfs: spec.Rootfs, Mounts: spec.Mounts,
 		Argv: spec.Argv, Env: spec.Env, User: spec.User, Workdir: spec.Workdir,
 		Hostname: hostname, NoNetwork: spec.Network == "none", Personality: ex.personality,
 	}

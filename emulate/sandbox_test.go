@@ -237,3 +237,51 @@ func TestStepCannotChangeHostFiles(t *testing.T) {
 		t.Fatalf("the step changed the host's /etc/hosts:\n%s", after)
 	}
 }
+
+// A step's mounts: a tmpfs, a read-only bind and a writable one; what the
+// command writes in them reaches the host's directory or nothing, never
+// the step's changes, and no mount point it needed is left there.
+func TestMountsStayOutOfTheChanges(t *testing.T) {
+	for _, plat := range []string{"linux/amd64", "linux/arm64"} {
+		t.Run(plat, func(t *testing.T) {
+			p := mustPlatform(t, plat)
+			data, cache := t.TempDir(), t.TempDir()
+			os.WriteFile(filepath.Join(data, "in"), []byte("from the host\n"), 0o644)
+			secret := filepath.Join(t.TempDir(), "secret")
+			os.WriteFile(secret, []byte("s3cret\n"), 0o600)
+			var out bytes.Buffer
+			res, err := (&emulate.Sandbox{}).Run(context.Background(), emulate.Spec{
+				Platform: p,
+				Lower:    testkit.Layers(t, p.String()),
+				Scratch:  t.TempDir(),
+				Mounts: []emulate.Mount{
+					{Target: "/scratch", Size: 1 << 20},
+					{Target: "/data/ro", Source: data, ReadOnly: true},
+					{Target: "/root/.cache/x", Source: cache},
+					{Target: "/run/secrets/token", Source: secret, File: true, ReadOnly: true},
+				},
+				Argv: []string{"/bin/sh", "-c", `echo t > /scratch/t && cat /data/ro/in && echo c > /root/.cache/x/c &&
+cat /run/secrets/token && ! echo no 2>/dev/null > /data/ro/no && echo kept > /kept`},
+				Env:    []string{"PATH=/bin:/sbin:/usr/bin"},
+				Stdout: &out, Stderr: &out,
+			})
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			if out.String() != "from the host\ns3cret\n" {
+				t.Errorf("printed %q", out.String())
+			}
+			if got, _ := os.ReadFile(filepath.Join(cache, "c")); string(got) != "c\n" {
+				t.Errorf("the writable bind holds %q, want the step's write", got)
+			}
+			for _, n := range []string{"scratch", "data", "root/.cache", "run/secrets"} {
+				if _, err := os.Lstat(filepath.Join(res.Upper, n)); err == nil {
+					t.Errorf("the step's changes hold /%s", n)
+				}
+			}
+			if got, _ := os.ReadFile(filepath.Join(res.Upper, "kept")); string(got) != "kept\n" {
+				t.Errorf("the step's own write is missing from its changes")
+			}
+		})
+	}
+}

@@ -24,6 +24,10 @@ type Spec struct {
 	// place.
 	Rootfs string
 
+	// Mounts are put into the command's view over the root filesystem;
+	// none of them, nor a mount point made for them, is in its changes.
+	Mounts []Mount
+
 	Argv     []string
 	Env      []string // K=V; PATH is looked up in it
 	User     string   // "", name, uid, name:group or uid:gid, resolved in the rootfs
@@ -33,6 +37,15 @@ type Spec struct {
 
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+}
+
+// Mount is a host directory or file bound into the root, or a tmpfs.
+type Mount struct {
+	Target   string // absolute path in the root; made when missing
+	Source   string // the host's directory or file; "" for a tmpfs
+	File     bool   // Source is a file: Target is made as an empty file
+	ReadOnly bool
+	Size     int64 // a tmpfs's size in bytes; 0: the kernel's default
 }
 
 // Result is where a run left the command's changes, with nothing of the
