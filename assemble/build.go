@@ -35,6 +35,13 @@ type Options struct {
 	Registry   registry.Options
 	// Rootfs caches unpacked bases; required when a step needs files.
 	Rootfs *layers.Cache
+	// Secrets are what RUN --mount=type=secret mounts, by id (--secret);
+	// SSH the agent sockets RUN --mount=type=ssh forwards, by id (--ssh).
+	Secrets map[string]Secret
+	SSH     map[string]string
+	// CacheMounts is where RUN --mount=type=cache directories live, per id
+	// and platform, across builds; "": in WorkDir, gone with the build.
+	CacheMounts string
 	// StepTimeout kills a RUN step that runs longer; 0: no limit.
 	StepTimeout time.Duration
 	// WorkDir is where the build keeps its scratch files (steps' changes,

@@ -105,11 +105,30 @@ func (s *state) pairs(in *Instruction, set func(k, v string)) error {
 
 // command is the argv of CMD, ENTRYPOINT or RUN: exec form as written, shell
 // form through the stage's SHELL.
+// command is a RUN's argv, as BuildKit makes it: the exec form as given;
+// the shell form through the stage's shell; a heredoc alone is the
+// script the shell runs (or, starting with #!, a file it runs); heredocs
+// after a command go to the shell with it, which reads them itself.
 func (s *state) command(in *Instruction) []string {
 	if in.JSON {
 		return append([]string{}, in.Args...)
 	}
-	return append(s.shell(), strings.Join(in.Args, " "))
+	line := strings.Join(in.Args, " ")
+	switch {
+	case len(in.Heredocs) == 0:
+	case in.Script && strings.HasPrefix(in.Heredocs[0].Text(), "#!"):
+		line = "/dev/pipes/" + in.Heredocs[0].Name
+	case in.Script:
+		line = in.Heredocs[0].Text()
+	default:
+		var b strings.Builder
+		b.WriteString(line)
+		for _, h := range in.Heredocs {
+			b.WriteString("\n" + h.Content + h.Name)
+		}
+		line = b.String()
+	}
+	return append(s.shell(), line)
 }
 
 func (s *state) shell() []string {

@@ -27,7 +27,7 @@ import (
 // copy runs COPY and ADD: the selected files become one new layer.
 func (s *state) copy(ctx context.Context, in *Instruction) error {
 	kw := strings.ToUpper(in.Cmd)
-	if len(in.Args) < 2 {
+	if len(in.Args) < 1 || len(in.Args)+len(in.Heredocs) < 2 {
 		return fmt.Errorf("%s needs at least one source and a destination", kw)
 	}
 	args := make([]string, len(in.Args))
@@ -56,15 +56,19 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 	if err != nil {
 		return err
 	}
+	docs, err := s.documents(in)
+	if err != nil {
+		return err
+	}
 	from, err := s.copyInputs(ctx, in, srcs)
 	if err != nil {
 		return err
 	}
 	// The parent's key settles what the stage holds (a destination's type,
 	// the users --chown names), so the flags go in as written.
-	k := key(s.key, in.Cmd, srcs, s.resolve(dest), strings.HasSuffix(dest, "/"), chown, in.Flags["chmod"], from)
+	k := key(s.key, in.Cmd, srcs, s.resolve(dest), strings.HasSuffix(dest, "/"), chown, in.Flags["chmod"], from, docs)
 	return s.cached(k, in, func() (*stepResult, error) {
-		l, err := s.copyLayer(ctx, in, srcs, dest, mode, from)
+		l, err := s.copyLayer(ctx, in, srcs, docs, dest, mode, from)
 		return &stepResult{layer: l, createdBy: in.String() + " # buildkit"}, err
 	})
 }
@@ -73,7 +77,7 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 // Platforms whose COPY reads the same files into the same place with the
 // same owners get the same layer: it is made once (from names what the
 // files are).
-func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, dest string, mode *fs.FileMode, from string) (v1.Layer, error) {
+func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, docs []document, dest string, mode *fs.FileMode, from string) (v1.Layer, error) {
 	sf, err := s.copySource(ctx, in)
 	if err != nil {
 		return nil, err
@@ -85,7 +89,7 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 	c := &copier{sf: sf, ids: ids, mode: mode, add: in.Cmd == "add"}
 	c.exists = func(p string) (bool, error) { return s.exists(ctx, p) }
 	c.scratch = s.b.workDir
-	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs) > 1
+	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs)+len(docs) > 1
 	c.dest = s.resolve(dest)
 	if !c.toDir {
 		if c.toDir, err = s.isDir(ctx, c.dest); err != nil {
@@ -93,7 +97,7 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 		}
 	}
 	opts := s.layerOptions()
-	k := key("", "layer", in.Cmd, from, srcs, c.dest, c.toDir, ids, in.Flags["chmod"], opts.MediaType, opts.Compression, s.b.o.Epoch)
+	k := key("", "layer", in.Cmd, from, srcs, docs, c.dest, c.toDir, ids, in.Flags["chmod"], opts.MediaType, opts.Compression, s.b.o.Epoch)
 	return s.b.layer(k, func() (v1.Layer, error) {
 		dir := path.Dir(c.dest)
 		if c.toDir {
@@ -104,6 +108,11 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 		}
 		for _, src := range srcs {
 			if err := c.source(src); err != nil {
+				return nil, err
+			}
+		}
+		for _, d := range docs {
+			if err := c.document(d); err != nil {
 				return nil, err
 			}
 		}
@@ -157,6 +166,45 @@ type copier struct {
 }
 
 type idPair struct{ UID, GID int }
+
+// document is a COPY's or ADD's heredoc: a file of the given content,
+// named by its delimiter.
+type document struct{ Name, Content string }
+
+// documents are in's heredocs, $VARs expanded where the delimiter was
+// unquoted (BuildKit's raw expansion: quotes stay text).
+func (s *state) documents(in *Instruction) ([]document, error) {
+	var out []document
+	for _, h := range in.Heredocs {
+		text := h.Text()
+		if h.Expand {
+			var err error
+			if text, err = s.b.df.expandRaw(text, s.env()); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, document{h.Name, text})
+	}
+	return out, nil
+}
+
+// document adds a heredoc's file: 0644 (or --chmod), root's (or
+// --chown's), made now, as BuildKit makes it.
+func (c *copier) document(d document) error {
+	target := c.dest
+	if c.toDir {
+		target = path.Join(c.dest, d.Name)
+	}
+	h := tar.Header{Name: target, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(d.Content)), ModTime: time.Now()}
+	if c.mode != nil {
+		h.Mode = int64(*c.mode)
+	}
+	if c.ids != nil {
+		h.Uid, h.Gid = c.ids.UID, c.ids.GID
+	}
+	c.entries = append(c.entries, layers.Entry{Header: h, Data: []byte(d.Content)})
+	return nil
+}
 
 func (c *copier) source(src string) error {
 	matches, err := c.sf.match(src)

@@ -35,12 +35,34 @@ type Stage struct {
 // Instruction is one Dockerfile instruction as written.
 type Instruction struct {
 	Line     int
-	Cmd      string            // lower-case keyword: "copy", "run", ...
-	Args     []string          // arguments, split as the parser splits them
-	JSON     bool              // exec (JSON array) form
-	Flags    map[string]string // --name=value flags
-	Original string            // the whole instruction as written
-	Sub      *Instruction      // the instruction an ONBUILD carries
+	Cmd      string              // lower-case keyword: "copy", "run", ...
+	Args     []string            // arguments, split as the parser splits them
+	JSON     bool                // exec (JSON array) form
+	Flags    map[string]string   // --name=value flags (the last of a repeated one)
+	FlagList map[string][]string // every value of each flag, in order
+	Original string              // the whole instruction as written
+	Sub      *Instruction        // the instruction an ONBUILD carries
+	// Heredocs are the instruction's inline documents, in order: a RUN's,
+	// or a COPY's or ADD's sources (which Args then leaves out).
+	Heredocs []Heredoc
+	// Script: the RUN is one heredoc alone, the document is its command.
+	Script bool
+}
+
+// Heredoc is an inline document, <<NAME ... NAME.
+type Heredoc struct {
+	Name    string // its delimiter: the file a COPY makes of it
+	Content string // as written, up to the closing delimiter
+	Chomp   bool   // <<-: leading tabs are stripped
+	Expand  bool   // the delimiter is unquoted: $VARs are expanded
+}
+
+// Text is the document's content, leading tabs stripped for <<-.
+func (h Heredoc) Text() string {
+	if h.Chomp {
+		return parser.ChompHeredocContent(h.Content)
+	}
+	return h.Content
 }
 
 // String is the instruction as written, on one line.
@@ -51,13 +73,13 @@ var allowedFlags = map[string][]string{
 	"from":        {"platform"},
 	"copy":        {"from", "chown", "chmod", "link"},
 	"add":         {"chown", "chmod", "link"},
-	"run":         {"network"},
+	"run":         {"network", "mount", "security"},
 	"healthcheck": {"interval", "timeout", "start-period", "retries"},
 }
 
 // laterFlags are BuildKit flags manifold does not support yet.
 var laterFlags = map[string][]string{
-	"run":  {"mount", "security", "device"},
+	"run":  {"device"},
 	"copy": {"parents", "exclude"},
 	"add":  {"checksum", "keep-git-dir", "exclude", "unpack"},
 }
@@ -115,13 +137,11 @@ func convert(file string, node *parser.Node) (*Instruction, error) {
 		Cmd:      strings.ToLower(node.Value),
 		JSON:     node.Attributes["json"],
 		Flags:    map[string]string{},
+		FlagList: map[string][]string{},
 		Original: node.Original,
 	}
 	fail := func(format string, a ...any) error {
 		return &Error{File: file, Line: in.Line, Step: in.String(), Err: fmt.Errorf(format, a...)}
-	}
-	if len(node.Heredocs) > 0 {
-		return nil, fail("heredocs are not supported yet")
 	}
 	if _, known := instructions[in.Cmd]; !known {
 		return nil, fail("unknown instruction: %s", strings.ToUpper(node.Value))
@@ -135,6 +155,7 @@ func convert(file string, node *parser.Node) (*Instruction, error) {
 			return nil, fail("unknown flag for %s: %s", strings.ToUpper(in.Cmd), f)
 		}
 		in.Flags[k] = v
+		in.FlagList[k] = append(in.FlagList[k], v)
 	}
 	for n := node.Next; n != nil; n = n.Next {
 		if in.Cmd == "onbuild" && len(n.Children) > 0 {
@@ -155,7 +176,50 @@ func convert(file string, node *parser.Node) (*Instruction, error) {
 	if in.Cmd == "onbuild" && in.Sub == nil {
 		return nil, fail("ONBUILD needs an instruction")
 	}
+	if len(node.Heredocs) > 0 {
+		if err := heredocs(in, node.Heredocs); err != nil {
+			return nil, fail("%v", err)
+		}
+	}
 	return in, nil
+}
+
+// heredocs gives in its inline documents as BuildKit reads them: a RUN's
+// go to the shell with its command line, a COPY's or ADD's are sources.
+func heredocs(in *Instruction, docs []parser.Heredoc) error {
+	byName := map[string]parser.Heredoc{}
+	for _, d := range docs {
+		byName[d.Name] = d
+	}
+	add := func(d parser.Heredoc) {
+		in.Heredocs = append(in.Heredocs, Heredoc{Name: d.Name, Content: d.Content, Chomp: d.Chomp, Expand: d.Expand})
+	}
+	switch in.Cmd {
+	case "run":
+		if in.JSON {
+			return errors.New("a heredoc needs RUN's shell form, not a JSON array")
+		}
+		for _, d := range docs {
+			add(d)
+		}
+		in.Script = len(in.Args) == 1 && parser.MustParseHeredoc(in.Args[0]) != nil
+	case "copy", "add":
+		if len(in.Args) > 0 && parser.MustParseHeredoc(in.Args[len(in.Args)-1]) != nil {
+			return fmt.Errorf("%s cannot take a heredoc as its destination", strings.ToUpper(in.Cmd))
+		}
+		var paths []string
+		for i, a := range in.Args {
+			if h := parser.MustParseHeredoc(a); h != nil && i < len(in.Args)-1 {
+				add(byName[h.Name])
+				continue
+			}
+			paths = append(paths, a)
+		}
+		in.Args = paths
+	default:
+		return fmt.Errorf("%s takes no heredoc (RUN, COPY and ADD do)", strings.ToUpper(in.Cmd))
+	}
+	return nil
 }
 
 // instructions are the keywords manifold understands.
@@ -204,6 +268,18 @@ func lexError(word string, err error) error {
 		msg = "missing '}'"
 	}
 	return fmt.Errorf("expanding %q: %s", word, msg)
+}
+
+// expandRaw expands $VARs in a heredoc's text as BuildKit does: quotes
+// and escapes are text, kept as they are.
+func (df *Dockerfile) expandRaw(text string, env []string) (string, error) {
+	lex := shell.NewLex('\\')
+	lex.SkipProcessQuotes = true
+	out, _, err := lex.ProcessWord(text, shell.EnvsFromSlice(env))
+	if err != nil {
+		return "", fmt.Errorf("expanding the heredoc: %w", err)
+	}
+	return out, nil
 }
 
 // expandWords expands word and splits it into fields, as EXPOSE needs.

@@ -90,6 +90,12 @@ func (s *state) copyFrom(ctx context.Context, in *Instruction) (*fromTree, error
 	if err != nil {
 		return nil, err
 	}
+	return s.tree(ctx, from)
+}
+
+// tree resolves a stage's name or index, or an image, to its files for
+// this stage's platform, reading no layer.
+func (s *state) tree(ctx context.Context, from string) (*fromTree, error) {
 	if st := s.b.df.stageRef(from, s.stage.Index); st != nil {
 		other, err := s.b.stage(ctx, st, s.target)
 		if err != nil {

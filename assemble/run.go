@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/manifold-build/manifold/emulate"
 	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
 )
@@ -22,6 +25,17 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	if err != nil {
 		return err
 	}
+	if sec, ok := in.Flags["security"]; ok && sec != "sandbox" {
+		return fmt.Errorf("RUN --security=%s is not supported: manifold's steps run in an unprivileged user namespace, and a privileged step needs a privileged container", sec)
+	}
+	mounts, err := s.parseMounts(in)
+	if err != nil {
+		return err
+	}
+	mountKeys, err := s.mountKeys(ctx, mounts)
+	if err != nil {
+		return err
+	}
 	c := command{
 		platform: s.platform, argv: s.command(in), env: s.runEnv(),
 		user: s.cfg.Config.User, workdir: s.cfg.Config.WorkingDir, network: network,
@@ -30,11 +44,25 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	if in.JSON {
 		createdBy = "RUN " + jsonArgs(c.argv) + " # buildkit"
 	}
-	k := key(s.key, "RUN", c.platform.String(), c.argv, c.env, c.user, c.workdir, c.network)
+	var docs []string
+	for _, h := range in.Heredocs {
+		docs = append(docs, h.Name, h.Text())
+	}
+	k := key(s.key, "RUN", c.platform.String(), c.argv, c.env, c.user, c.workdir, c.network, mountKeys, docs)
 	return s.cached(k, in, func() (*stepResult, error) {
 		if err := s.materialize(ctx); err != nil {
 			return nil, err
 		}
+		sm, err := s.prepareMounts(ctx, mounts)
+		if err != nil {
+			return nil, err
+		}
+		defer sm.close()
+		if err := s.scriptMount(in, sm); err != nil {
+			return nil, err
+		}
+		c.mounts = sm.mounts
+		c.env = append(slices.Clone(c.env), sm.env...) // after the key: secrets never enter it
 		c.layers, c.dirs = s.layers, s.dirs
 		c.stdout = s.b.output(s.platform)
 		c.stderr = c.stdout
@@ -54,6 +82,29 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 		}
 		return res, err
 	})
+}
+
+// scriptMount puts a RUN's heredoc that starts with #! where its command
+// (see command) runs it: /dev/pipes/NAME, mode 0755, read-only, as
+// BuildKit mounts it.
+func (s *state) scriptMount(in *Instruction, sm *stepMounts) error {
+	if !in.Script || !strings.HasPrefix(in.Heredocs[0].Text(), "#!") {
+		return nil
+	}
+	dir, err := os.MkdirTemp(s.b.workDir, "pipes-")
+	if err != nil {
+		return err
+	}
+	sm.cleanup = append(sm.cleanup, func() { os.RemoveAll(dir) })
+	h := in.Heredocs[0]
+	if err := os.WriteFile(filepath.Join(dir, h.Name), []byte(h.Text()), 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(filepath.Join(dir, h.Name), 0o755); err != nil {
+		return err
+	}
+	sm.mounts = append(sm.mounts, emulate.Mount{Target: "/dev/pipes", Source: dir, ReadOnly: true})
+	return nil
 }
 
 // runTimed runs c, killing it after the build's StepTimeout.

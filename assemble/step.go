@@ -41,6 +41,7 @@ type command struct {
 	user     string
 	workdir  string
 	network  string // "" (the host's) or "none"
+	mounts   []emulate.Mount
 	stdin    io.Reader
 	stdout   io.Writer
 	stderr   io.Writer
@@ -93,6 +94,7 @@ func (sb *sandbox) runIn(ctx context.Context, c command, dir string) (*emulate.R
 		Lower:    c.dirs,
 		Scratch:  dir,
 		Unpack:   func(tree string) error { return layers.Unpack(ctx, tree, c.layers) },
+		Mounts:   c.mounts,
 		Argv:     c.argv, Env: c.env, User: c.user, Workdir: c.workdir, Network: c.network,
 		Stdin: c.stdin, Stdout: c.stdout, Stderr: c.stderr,
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -111,20 +112,22 @@ func (s *Sandbox) runIn(ctx context.Context, spec Spec, cfg *initConfig, res *Re
 		if changed == "" {
 			changed = res.Rootfs
 		}
-		removeStubs(changed, report.Stubs)
+		removeStubs(changed, report.Stubs, spec.Mounts)
 	}
 	return err
 }
 
 // keptStubs are the mount points a step's layer keeps when the image had
-// none, as BuildKit's (runc's) steps leave them: empty /dev, /proc, /sys.
+// none, as BuildKit's (runc's) steps leave them: empty /dev, /proc, /sys;
+// unless the step has a mount of its own below one, whose stubs BuildKit
+// removes, that one with them.
 var keptStubs = map[string]bool{"/dev": true, "/proc": true, "/sys": true}
 
 // removeStubs takes the sandbox's other mount points out of the tree that
 // holds a step's changes, deepest first; one the step filled stays.
-func removeStubs(dir string, stubs []string) {
+func removeStubs(dir string, stubs []string, mounts []Mount) {
 	for i := len(stubs) - 1; i >= 0; i-- {
-		if keptStubs[stubs[i]] {
+		if keptStubs[stubs[i]] && !slices.ContainsFunc(mounts, func(m Mount) bool { return strings.HasPrefix(m.Target, stubs[i]+"/") }) {
 			continue
 		}
 		p := filepath.Join(dir, stubs[i])
