@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -333,10 +334,7 @@ func (s *state) prepareMount(ctx context.Context, sm *stepMounts, m *runMount, n
 	case "secret":
 		return s.secretMount(sm, m)
 	case "ssh":
-		id := m.id
-		if id == "" {
-			id = "default"
-		}
+		id := m.sshID()
 		sock, ok := s.b.o.SSH[id]
 		if !ok {
 			if m.required {
@@ -517,17 +515,51 @@ func (s *state) fillCache(ctx context.Context, m *runMount, dir string) error {
 	return os.Lchown(dir, m.uid, m.gid)
 }
 
+// requiredGiven checks that the secrets and SSH agents a step requires
+// were given to the build.
+func (s *state) requiredGiven(ms []*runMount) error {
+	for _, m := range ms {
+		if !m.required {
+			continue
+		}
+		switch id := m.secretID(); m.typ {
+		case "secret":
+			if _, ok := s.b.o.Secrets[id]; !ok {
+				return fmt.Errorf("secret %s is required but was not given (manifold build --secret id=%s,src=FILE)", id, id)
+			}
+		case "ssh":
+			if _, ok := s.b.o.SSH[m.sshID()]; !ok {
+				return fmt.Errorf("--mount=type=ssh: no SSH agent %q given (manifold build --ssh %s=$SSH_AUTH_SOCK)", m.sshID(), m.sshID())
+			}
+		}
+	}
+	return nil
+}
+
+// secretID is the secret a mount names: id, else source, else its
+// target's base name.
+func (m *runMount) secretID() string {
+	switch {
+	case m.source != "":
+		return m.source
+	case m.id != "":
+		return m.id
+	}
+	return path.Base(m.target)
+}
+
+func (m *runMount) sshID() string {
+	if m.id == "" {
+		return "default"
+	}
+	return m.id
+}
+
 // secretMount puts a secret in the step: as a file on a private tmpfs
 // directory (removed after the step) bound read-only at its target, or as
 // an environment variable.
 func (s *state) secretMount(sm *stepMounts, m *runMount) error {
-	id := m.id
-	if m.source != "" {
-		id = m.source
-	}
-	if id == "" {
-		id = path.Base(m.target)
-	}
+	id := m.secretID()
 	sec, ok := s.b.o.Secrets[id]
 	if !ok {
 		if m.required {
@@ -645,4 +677,70 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 	}
 	_, err = io.Copy(out, in)
 	return errors.Join(err, out.Close())
+}
+
+// PruneCacheMounts removes RUN --mount=type=cache directories in dir,
+// least recently used first, until what is left takes at most keep bytes;
+// a directory in use by a build is left alone. It returns the bytes freed.
+func PruneCacheMounts(dir string, keep int64) (int64, error) {
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	type mount struct {
+		path string
+		size int64
+		used time.Time
+	}
+	var ms []mount
+	var total int64
+	for _, de := range des {
+		if !de.IsDir() || strings.HasPrefix(de.Name(), ".") {
+			continue
+		}
+		p := filepath.Join(dir, de.Name())
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		m := mount{path: p, size: treeBytes(p), used: fi.ModTime()}
+		ms = append(ms, m)
+		total += m.size
+	}
+	slices.SortFunc(ms, func(a, b mount) int { return a.used.Compare(b.used) })
+	var freed int64
+	for _, m := range ms {
+		if total <= keep {
+			break
+		}
+		lock, err := os.OpenFile(m.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			if os.RemoveAll(m.path) == nil {
+				total -= m.size
+				freed += m.size
+			}
+		}
+		lock.Close()
+	}
+	return freed, nil
+}
+
+// treeBytes is about what a tree takes on disk.
+func treeBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }

@@ -36,6 +36,9 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 	if err != nil {
 		return err
 	}
+	if err := s.requiredGiven(mounts); err != nil {
+		return err // even when the step is cached: the build asks for it
+	}
 	c := command{
 		platform: s.platform, argv: s.command(in), env: s.runEnv(),
 		user: s.cfg.Config.User, workdir: s.cfg.Config.WorkingDir, network: network,

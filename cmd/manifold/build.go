@@ -21,6 +21,7 @@ import (
 type buildFlags struct {
 	file, target, progress, metadata, cacheDir, compression string
 	platforms, tags, outputs, buildArgs, labels             []string
+	secrets, ssh                                            []string
 	push                                                    bool
 	jobs                                                    int
 	stepTimeout                                             time.Duration
@@ -40,6 +41,8 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "write the result: type=oci-layout,dest=DIR | type=oci,dest=FILE.tar | type=registry; add oci-mediatypes=false for Docker media types on images FROM scratch")
 	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument: NAME=VALUE, or NAME to take it from the environment")
 	fs.StringArrayVar(&f.labels, "label", nil, "set a label on the image: KEY=VALUE")
+	fs.StringArrayVar(&f.secrets, "secret", nil, "a secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VARIABLE (repeatable)")
+	fs.StringArrayVar(&f.ssh, "ssh", nil, "an SSH agent for RUN --mount=type=ssh: default, or ID=SOCKET (repeatable)")
 	fs.StringVar(&f.target, "target", "", "build this stage and what it needs (default: the last stage)")
 	fs.IntVar(&f.jobs, "jobs", 0, "platforms built at once (default: all)")
 	fs.DurationVar(&f.stepTimeout, "step-timeout", 0, "kill a RUN step that runs longer, e.g. 30m (default: no limit)")
@@ -74,6 +77,11 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 		return err
 	}
 	defer res.Close()
+	if o.Cache != nil && o.Cache.Max > 0 {
+		// Cache mounts share the cache's bound with the steps, which go first.
+		used, _ := o.Cache.Size()
+		assemble.PruneCacheMounts(o.CacheMounts, max(o.Cache.Max-used, 0))
+	}
 	if err := dest.write(ctx, res, o.Registry, f.metadata, out, status); err != nil {
 		return err
 	}
@@ -129,8 +137,15 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 		Context: contextDir, Dockerfile: f.file, Platforms: plats, BuildArgs: args,
 		Labels: labels, Target: f.target, Registry: ro, Compression: comp, Epoch: epoch,
 		Jobs: f.jobs, StepTimeout: f.stepTimeout, DockerMediaTypes: dest.dockerTypes, Runner: runner, Network: network,
-		WorkDir: filepath.Join(f.cacheDir, "tmp"),
-		Rootfs:  &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
+		WorkDir:     filepath.Join(f.cacheDir, "tmp"),
+		Rootfs:      &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
+		CacheMounts: filepath.Join(f.cacheDir, "mounts"),
+	}
+	if o.Secrets, err = secrets(f.secrets); err != nil {
+		return o, nil, err
+	}
+	if o.SSH, err = sshAgents(f.ssh); err != nil {
+		return o, nil, err
 	}
 	if f.progress != "quiet" {
 		o.Progress = errOut

@@ -183,12 +183,17 @@ func runPrune(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	mfreed, err := assemble.PruneCacheMounts(filepath.Join(*cacheDir, "mounts"), 0)
+	if err != nil {
+		return err
+	}
+	freed += mfreed
 	assemble.EmptyTrash(filepath.Join(*cacheDir, "tmp"))
 	// Unpacked bases are made again from their layers when a step needs them.
 	rootfs := filepath.Join(*cacheDir, "rootfs")
 	if err := os.RemoveAll(rootfs); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "freed %d bytes of cached layers; removed the unpacked bases in %s\n", freed, rootfs)
+	fmt.Fprintf(out, "freed %d bytes of cached layers and cache mounts; removed the unpacked bases in %s\n", freed, rootfs)
 	return nil
 }
