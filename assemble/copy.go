@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/moby/patternmatcher"
 	"github.com/ulikunitz/xz"
 
 	"github.com/manifold-build/manifold/layers"
@@ -86,10 +88,16 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 	if err != nil {
 		return nil, err
 	}
-	c := &copier{sf: sf, ids: ids, mode: mode, add: in.Cmd == "add"}
+	c := &copier{sf: sf, ids: ids, mode: mode, add: in.Cmd == "add", unpack: in.Flags["unpack"] != "false"}
+	if ex := in.FlagList["exclude"]; len(ex) > 0 {
+		if c.exclude, err = patternmatcher.New(ex); err != nil {
+			return nil, fmt.Errorf("--exclude: %w", err)
+		}
+	}
+	parents := in.Flags["parents"] == "" && hasFlag(in, "parents") || in.Flags["parents"] == "true"
 	c.exists = func(p string) (bool, error) { return s.exists(ctx, p) }
 	c.scratch = s.b.workDir
-	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs)+len(docs) > 1
+	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs)+len(docs) > 1 || parents
 	c.dest = s.resolve(dest)
 	if !c.toDir {
 		if c.toDir, err = s.isDir(ctx, c.dest); err != nil {
@@ -97,7 +105,7 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 		}
 	}
 	opts := s.layerOptions()
-	k := key("", "layer", in.Cmd, from, srcs, docs, c.dest, c.toDir, ids, in.Flags["chmod"], opts.MediaType, opts.Compression, s.b.o.Epoch)
+	k := key("", "layer", in.Cmd, from, srcs, docs, c.dest, c.toDir, ids, in.Flags["chmod"], in.FlagList["exclude"], parents, c.unpack, opts.MediaType, opts.Compression, s.b.o.Epoch)
 	return s.b.layer(k, func() (v1.Layer, error) {
 		dir := path.Dir(c.dest)
 		if c.toDir {
@@ -107,7 +115,11 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 			return nil, err
 		}
 		for _, src := range srcs {
-			if err := c.source(src); err != nil {
+			copyOne := c.source
+			if parents {
+				copyOne = c.parentsSource
+			}
+			if err := copyOne(src); err != nil {
 				return nil, err
 			}
 		}
@@ -160,12 +172,22 @@ type copier struct {
 	ids     *idPair
 	mode    *fs.FileMode
 	add     bool
+	unpack  bool                           // ADD extracts local archives (--unpack, default true)
+	exclude *patternmatcher.PatternMatcher // --exclude, within directory sources and what --parents copies; nil: none
+	within  string                         // --parents: where the directory being copied is below the pivot
+	base    string                         // what --exclude patterns are relative to, for the source at hand
 	dest    string
 	toDir   bool
 	entries []layers.Entry
 }
 
 type idPair struct{ UID, GID int }
+
+// hasFlag tells whether in was given --name (with or without a value).
+func hasFlag(in *Instruction, name string) bool {
+	_, ok := in.Flags[name]
+	return ok
+}
 
 // document is a COPY's or ADD's heredoc: a file of the given content,
 // named by its delimiter.
@@ -206,6 +228,80 @@ func (c *copier) document(d document) error {
 	return nil
 }
 
+// excluded tells whether --exclude leaves out rel, relative to the
+// directory a source copies (a file a source names itself is never left
+// out, as in BuildKit).
+func (c *copier) excluded(rel string) bool {
+	if c.exclude == nil || rel == "" || rel == "." {
+		return false
+	}
+	ok, _ := c.exclude.MatchesOrParentMatches(rel)
+	return ok
+}
+
+// relTo is p relative to the directory base ("" or "." for the root).
+func relTo(base, p string) string {
+	if base == "" || base == "." {
+		return p
+	}
+	return strings.TrimPrefix(p, base+"/")
+}
+
+// parentsSource copies src as COPY --parents does: keeping its directories
+// below the context's root, or below a /./ pivot in it.
+func (c *copier) parentsSource(src string) error {
+	root, pattern, pivot := strings.Cut(src, "/./")
+	if !pivot {
+		root, pattern = "", src
+	}
+	root = strings.TrimPrefix(path.Clean("/"+root), "/")
+	matches, err := c.sf.match(path.Join(root, pattern))
+	if err != nil {
+		return err
+	}
+	for _, m := range matches {
+		rel := relTo(root, m)
+		if c.excluded(rel) {
+			continue
+		}
+		var dirs []string
+		for d := path.Dir(rel); d != "." && d != "/"; d = path.Dir(d) {
+			dirs = append([]string{d}, dirs...)
+		}
+		for _, d := range dirs {
+			target := path.Join(c.dest, d)
+			if c.made[target] {
+				continue
+			}
+			if err := c.entry(path.Join(root, d), target); err != nil {
+				return err
+			}
+			c.mark(target)
+		}
+		if fi, err := os.Lstat(c.sf.abs(m)); err == nil && fi.IsDir() && !c.made[path.Join(c.dest, rel)] {
+			if err := c.entry(m, path.Join(c.dest, rel)); err != nil {
+				return err
+			}
+			c.mark(path.Join(c.dest, rel))
+		}
+		saved := c.dest
+		c.dest, c.toDir, c.within = path.Join(saved, rel), false, rel
+		err := c.one(m)
+		c.dest, c.toDir, c.within = saved, true, ""
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *copier) mark(dir string) {
+	if c.made == nil {
+		c.made = map[string]bool{}
+	}
+	c.made[dir] = true
+}
+
 func (c *copier) source(src string) error {
 	matches, err := c.sf.match(src)
 	if err != nil {
@@ -238,7 +334,7 @@ func (c *copier) one(name string) error {
 		return err
 	}
 	if fi.IsDir() {
-		return c.sf.walk(rel, func(p string, _ fs.DirEntry) error {
+		return c.sf.walk(rel, func(p string, d fs.DirEntry) error {
 			sub := ""
 			switch {
 			case p == rel:
@@ -248,10 +344,16 @@ func (c *copier) one(name string) error {
 			default:
 				sub = strings.TrimPrefix(p, rel+"/")
 			}
+			if c.excluded(path.Join(c.within, sub)) {
+				if d.IsDir() && !c.exclude.Exclusions() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
 			return c.entry(p, path.Join(c.dest, sub))
 		})
 	}
-	if c.add && fi.Mode().IsRegular() {
+	if c.add && c.unpack && fi.Mode().IsRegular() {
 		if ok, err := c.extract(c.sf.abs(rel)); ok || err != nil {
 			return err
 		}
@@ -288,10 +390,7 @@ func (c *copier) createDirs(dir string) error {
 		h.Uid, h.Gid = c.ids.UID, c.ids.GID
 	}
 	c.entries = append(c.entries, layers.Entry{Header: h})
-	if c.made == nil {
-		c.made = map[string]bool{}
-	}
-	c.made[dir] = true
+	c.mark(dir)
 	return nil
 }
 

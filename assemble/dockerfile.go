@@ -71,8 +71,8 @@ func (in *Instruction) String() string { return strings.TrimSpace(in.Original) }
 // allowedFlags lists the flags each instruction takes.
 var allowedFlags = map[string][]string{
 	"from":        {"platform"},
-	"copy":        {"from", "chown", "chmod", "link"},
-	"add":         {"chown", "chmod", "link"},
+	"copy":        {"from", "chown", "chmod", "link", "parents", "exclude"},
+	"add":         {"chown", "chmod", "link", "exclude", "checksum", "unpack"},
 	"run":         {"network", "mount", "security"},
 	"healthcheck": {"interval", "timeout", "start-period", "retries"},
 }
@@ -80,8 +80,7 @@ var allowedFlags = map[string][]string{
 // laterFlags are BuildKit flags manifold does not support yet.
 var laterFlags = map[string][]string{
 	"run":  {"device"},
-	"copy": {"parents", "exclude"},
-	"add":  {"checksum", "keep-git-dir", "exclude", "unpack"},
+	"add": {"keep-git-dir"},
 }
 
 // Parse reads a Dockerfile. name is how errors will call it.
