@@ -154,20 +154,21 @@ type builder struct {
 	ctxDir  *contextDir
 	workDir string
 
-	sandbox  *sandbox
-	outMu    sync.Mutex // serializes step output lines
-	mu       sync.Mutex
-	sources  map[string]func() (*registry.Source, error)
-	stages   map[string]func() (*state, error)
-	steps    map[string]func() (*stepResult, error) // by cache key
-	layers   map[string]func() (v1.Layer, error)    // COPY layers, by what they hold
-	digests  map[string]func() (string, error)      // context files COPY reads, by sources
-	done     map[string]CachedStep                  // steps of this build, by cache key
-	order    []string                               // done's keys in the order the steps ended
-	baseSrc  *registry.Source                       // the target stage's base, for index order and type
-	catalog  layers.Catalog                         // which paths the layers read so far hold
-	openCtx  context.Context
-	layerDir string // where new layers' bytes go; the Result's
+	sandbox   *sandbox
+	outMu     sync.Mutex // serializes step output lines
+	mu        sync.Mutex
+	sources   map[string]func() (*registry.Source, error)
+	stages    map[string]func() (*state, error)
+	steps     map[string]func() (*stepResult, error) // by cache key
+	layers    map[string]func() (v1.Layer, error)    // COPY layers, by what they hold
+	digests   map[string]func() (string, error)      // context files COPY reads, by sources
+	downloads map[string]func() (*download, error)   // ADD URLs, fetched once
+	done      map[string]CachedStep                  // steps of this build, by cache key
+	order     []string                               // done's keys in the order the steps ended
+	baseSrc   *registry.Source                       // the target stage's base, for index order and type
+	catalog   layers.Catalog                         // which paths the layers read so far hold
+	openCtx   context.Context
+	layerDir  string // where new layers' bytes go; the Result's
 }
 
 func newBuilder(o Options) (*builder, error) {
@@ -189,7 +190,8 @@ func newBuilder(o Options) (*builder, error) {
 	}
 	b := &builder{o: o, df: df, ctxDir: cd, sources: map[string]func() (*registry.Source, error){}, stages: map[string]func() (*state, error){},
 		steps: map[string]func() (*stepResult, error){}, done: map[string]CachedStep{},
-		layers: map[string]func() (v1.Layer, error){}, digests: map[string]func() (string, error){}}
+		layers: map[string]func() (v1.Layer, error){}, digests: map[string]func() (string, error){},
+		downloads: map[string]func() (*download, error){}}
 	if _, err := b.targetStage(); err != nil {
 		return nil, err
 	}

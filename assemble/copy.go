@@ -41,10 +41,9 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 		args[i] = v
 	}
 	srcs, dest := args[:len(args)-1], args[len(args)-1]
-	for _, src := range srcs {
-		if in.Cmd == "add" && (strings.Contains(src, "://") || strings.HasPrefix(src, "git@")) {
-			return fmt.Errorf("ADD from a URL or git repository is not supported yet: %s", src)
-		}
+	srcs, urls, err := s.splitURLs(ctx, in, srcs)
+	if err != nil {
+		return err
 	}
 	if strings.Contains(in.Flags["from"], "$") {
 		// BuildKit's words: it resolves --from before any ARG.
@@ -68,9 +67,9 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 	}
 	// The parent's key settles what the stage holds (a destination's type,
 	// the users --chown names), so the flags go in as written.
-	k := key(s.key, in.Cmd, srcs, s.resolve(dest), strings.HasSuffix(dest, "/"), chown, in.Flags["chmod"], from, docs)
+	k := key(s.key, in.Cmd, srcs, s.resolve(dest), strings.HasSuffix(dest, "/"), chown, in.Flags["chmod"], from, docs, keyOf(urls))
 	return s.cached(k, in, func() (*stepResult, error) {
-		l, err := s.copyLayer(ctx, in, srcs, docs, dest, mode, from)
+		l, err := s.copyLayer(ctx, in, srcs, docs, urls, dest, mode, from)
 		return &stepResult{layer: l, createdBy: in.String() + " # buildkit"}, err
 	})
 }
@@ -79,7 +78,7 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 // Platforms whose COPY reads the same files into the same place with the
 // same owners get the same layer: it is made once (from names what the
 // files are).
-func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, docs []document, dest string, mode *fs.FileMode, from string) (v1.Layer, error) {
+func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, docs []document, urls []*download, dest string, mode *fs.FileMode, from string) (v1.Layer, error) {
 	sf, err := s.copySource(ctx, in)
 	if err != nil {
 		return nil, err
@@ -97,7 +96,7 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 	parents := in.Flags["parents"] == "" && hasFlag(in, "parents") || in.Flags["parents"] == "true"
 	c.exists = func(p string) (bool, error) { return s.exists(ctx, p) }
 	c.scratch = s.b.workDir
-	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs)+len(docs) > 1 || parents
+	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs)+len(docs)+len(urls) > 1 || parents
 	c.dest = s.resolve(dest)
 	if !c.toDir {
 		if c.toDir, err = s.isDir(ctx, c.dest); err != nil {
@@ -105,7 +104,7 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 		}
 	}
 	opts := s.layerOptions()
-	k := key("", "layer", in.Cmd, from, srcs, docs, c.dest, c.toDir, ids, in.Flags["chmod"], in.FlagList["exclude"], parents, c.unpack, opts.MediaType, opts.Compression, s.b.o.Epoch)
+	k := key("", "layer", in.Cmd, from, srcs, docs, keyOf(urls), c.dest, c.toDir, ids, in.Flags["chmod"], in.FlagList["exclude"], parents, c.unpack, opts.MediaType, opts.Compression, s.b.o.Epoch)
 	return s.b.layer(k, func() (v1.Layer, error) {
 		dir := path.Dir(c.dest)
 		if c.toDir {
@@ -125,6 +124,11 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 		}
 		for _, d := range docs {
 			if err := c.document(d); err != nil {
+				return nil, err
+			}
+		}
+		for _, d := range urls {
+			if err := c.remote(d); err != nil {
 				return nil, err
 			}
 		}
@@ -182,6 +186,38 @@ type copier struct {
 }
 
 type idPair struct{ UID, GID int }
+
+// splitURLs takes an ADD's URL sources out of srcs, fetching them (their
+// contents and dates go into the step's key) and checking --checksum;
+// a git repository is refused, and a URL in a COPY.
+func (s *state) splitURLs(ctx context.Context, in *Instruction, srcs []string) ([]string, []*download, error) {
+	checksum := in.Flags["checksum"]
+	if checksum != "" && !strings.HasPrefix(checksum, "sha256:") {
+		return nil, nil, fmt.Errorf("--checksum=%s: want sha256:<64 hex digits>", checksum)
+	}
+	var local []string
+	var urls []*download
+	for _, src := range srcs {
+		switch {
+		case isGit(src) && in.Cmd == "add":
+			return nil, nil, fmt.Errorf("ADD of a git repository is not supported: %s (clone it in a RUN step, or into the context)", src)
+		case isURL(src) && in.Cmd != "add":
+			return nil, nil, fmt.Errorf("COPY cannot fetch a URL (%s): ADD can", src)
+		case isURL(src):
+			d, err := s.b.download(ctx, src, checksum)
+			if err != nil {
+				return nil, nil, err
+			}
+			urls = append(urls, d)
+		default:
+			local = append(local, src)
+		}
+	}
+	if checksum != "" && len(local) > 0 {
+		return nil, nil, errors.New("ADD --checksum is for URL sources only")
+	}
+	return local, urls, nil
+}
 
 // hasFlag tells whether in was given --name (with or without a value).
 func hasFlag(in *Instruction, name string) bool {

@@ -8,6 +8,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -47,9 +50,11 @@ func TestSameImageAsBuildKit(t *testing.T) {
 	plats := []string{"linux/amd64", "linux/arm64"}
 	base := assembletest.Busybox(t, host+"/library/busybox:1", false, plats...)
 	ctxDir := differentialContext(t)
+	files := fileServer(t, ctxDir)
 	for _, c := range differentialCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(strings.ReplaceAll(c.dockerfile, "@BASE@", base.String())), 0o644)
+			df := strings.NewReplacer("@BASE@", base.String(), "@HTTP@", files).Replace(c.dockerfile)
+			os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644)
 			args := map[string]string{"BASE": base.String(), "GIVEN": "given"}
 			want, err := bk.Build(t, ctxDir, plats, args)
 			if err != nil {
@@ -71,6 +76,27 @@ func TestSameImageAsBuildKit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fileServer serves a copy of dir's files, dated 2 January 2020, on a
+// loopback port for ADD URL cases: /files/NAME as they are, /cd/NAME with
+// a Content-Disposition that names another file. It returns its URL.
+func fileServer(t *testing.T, dir string) string {
+	served := t.TempDir()
+	if err := os.CopyFS(served, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	date := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	filepath.Walk(served, func(p string, _ os.FileInfo, _ error) error { return os.Chtimes(p, date, date) })
+	mux := http.NewServeMux()
+	mux.Handle("/files/", http.StripPrefix("/files/", http.FileServer(http.Dir(served))))
+	mux.Handle("/cd/", http.StripPrefix("/cd/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Disposition", `attachment; filename="other.txt"`)
+		http.FileServer(http.Dir(served)).ServeHTTP(w, r)
+	})))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 type differentialCase struct{ name, dockerfile string }

@@ -89,6 +89,13 @@ func Parse(r io.Reader, name string) (*Dockerfile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
+	if syntax, _, loc, ok := parser.DetectSyntax(src); ok && !dockerfileFrontend(syntax) {
+		line := 1
+		if len(loc) > 0 {
+			line = loc[0].Start.Line
+		}
+		return nil, &Error{File: name, Line: line, Err: fmt.Errorf("# syntax=%s names another frontend: manifold reads Dockerfiles itself (docker/dockerfile syntax)", syntax)}
+	}
 	res, err := parser.Parse(bytes.NewReader(src))
 	if err != nil {
 		return nil, parseError(name, err)
@@ -107,6 +114,17 @@ func Parse(r io.Reader, name string) (*Dockerfile, error) {
 		return nil, &Error{File: name, Line: 1, Err: errors.New("no FROM instruction: a Dockerfile needs at least one stage")}
 	}
 	return df, nil
+}
+
+// dockerfileFrontend tells whether a # syntax= directive names BuildKit's
+// Dockerfile frontend (any version or digest of docker/dockerfile), which
+// manifold stands in for.
+func dockerfileFrontend(ref string) bool {
+	name := strings.TrimPrefix(strings.TrimPrefix(ref, "docker.io/"), "index.docker.io/")
+	if i := strings.IndexAny(name, ":@"); i >= 0 {
+		name = name[:i]
+	}
+	return name == "docker/dockerfile" || name == "docker/dockerfile-upstream"
 }
 
 func (df *Dockerfile) add(in *Instruction) error {

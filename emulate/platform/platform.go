@@ -34,8 +34,11 @@ func Parse(s string) (Platform, error) {
 	if len(parts) < 2 || len(parts) > 3 {
 		return Platform{}, fmt.Errorf("invalid platform %q: want os/arch[/variant]", s)
 	}
-	for i, part := range parts {
-		if !validPart(part) || part == "" && i < 2 {
+	if parts[0] == "" || parts[1] == "" {
+		return Platform{}, fmt.Errorf("invalid platform %q: want os/arch[/variant]", s)
+	}
+	for _, part := range parts {
+		if !validPart(part) {
 			return Platform{}, fmt.Errorf("invalid platform %q: want os/arch[/variant] of letters, digits, _ and -", s)
 		}
 	}
