@@ -79,7 +79,7 @@ var allowedFlags = map[string][]string{
 
 // laterFlags are BuildKit flags manifold does not support yet.
 var laterFlags = map[string][]string{
-	"run":  {"device"},
+	"run": {"device"},
 	"add": {"keep-git-dir"},
 }
 
