@@ -731,11 +731,11 @@ func PruneCacheMounts(dir string, keep int64) (int64, error) {
 	return freed, nil
 }
 
-// treeBytes is about what a tree takes on disk.
+// treeBytes is the bytes of the files in a tree.
 func treeBytes(dir string) int64 {
 	var n int64
 	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil {
+		if err == nil && d.Type().IsRegular() {
 			if fi, err := d.Info(); err == nil {
 				n += fi.Size()
 			}

@@ -1,0 +1,63 @@
+package assemble_test
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/manifold-build/manifold/assemble"
+)
+
+// ADD --checksum: a match builds, a mismatch fails at its line naming
+// both digests.
+func TestAddChecksum(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "payload\n") }))
+	defer srv.Close()
+	have := fmt.Sprintf("sha256:%x", sha256.Sum256([]byte("payload\n")))
+	wrong := fmt.Sprintf("sha256:%x", sha256.Sum256([]byte("other")))
+	good := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM scratch\nADD --checksum=%s %s/p.txt /p/\n", have, srv.URL)})
+	res := mustBuild(t, good, []string{"linux/amd64"}, nil)
+	ls, _ := res.Images[0].Image.Layers()
+	if f := layerFiles(t, ls[0])["p/p.txt"]; f.Data != "payload\n" || f.Mode != 0o600 {
+		t.Errorf("p/p.txt = %+v, want the payload, 0600", f)
+	}
+	bad := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM scratch\nADD --checksum=%s %s/p.txt /p/\n", wrong, srv.URL)})
+	_, err := build(t, bad, []string{"linux/amd64"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "Dockerfile:2") || !strings.Contains(err.Error(), have) || !strings.Contains(err.Error(), wrong) {
+		t.Errorf("build: %v; want a mismatch at line 2 naming %s and %s", err, have, wrong)
+	}
+}
+
+// Cache mounts are pruned least recently used first, down to what may be
+// kept.
+func TestPruneCacheMounts(t *testing.T) {
+	dir := t.TempDir()
+	for i, name := range []string{"old", "new"} {
+		os.MkdirAll(filepath.Join(dir, name), 0o755)
+		os.WriteFile(filepath.Join(dir, name, "data"), make([]byte, 1000), 0o644)
+		when := time.Now().Add(time.Duration(i-2) * time.Hour)
+		os.Chtimes(filepath.Join(dir, name), when, when)
+	}
+	freed, err := assemble.PruneCacheMounts(dir, 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "old")); err == nil || freed < 1000 {
+		t.Errorf("freed %d, old still there: %v", freed, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new", "data")); err != nil {
+		t.Errorf("the newest cache mount went too: %v", err)
+	}
+	if _, err := assemble.PruneCacheMounts(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); err == nil {
+		t.Error("prune to 0 kept a cache mount")
+	}
+}
