@@ -109,7 +109,12 @@ func differentialCases(t *testing.T) []differentialCase {
 	var out []differentialCase
 	for _, part := range strings.Split(string(data), "\n=== ")[1:] {
 		name, body, _ := strings.Cut(part, "\n")
-		df := "ARG BASE\n"
+		df := ""
+		for strings.HasPrefix(body, "# escape=") || strings.HasPrefix(body, "# check=") {
+			line, rest, _ := strings.Cut(body, "\n")
+			df, body = df+line+"\n", rest // directives go first
+		}
+		df += "ARG BASE\n"
 		if !strings.HasPrefix(body, "FROM ") && !strings.Contains(body, "\nFROM ") {
 			df += "FROM $BASE\n" // the case is one stage on the base
 		}
