@@ -6,8 +6,12 @@ go 1.26.8
 // files), moby/patternmatcher (Docker's own .dockerignore matcher) and
 // x/sync (errgroup: platforms in parallel, bounded, first error cancels),
 // ulikunitz/xz (ADD of .tar.xz archives, as BuildKit extracts them: the
-// pure-Go xz decoder that Go projects use; klauspost/compress has none).
+// pure-Go xz decoder that Go projects use; klauspost/compress has none),
+// docker/cli's config package (already go-containerregistry's, for reading
+// config.json): login and logout edit config.json and talk to credential
+// stores and helpers exactly as docker login does.
 require (
+	github.com/docker/cli v29.8.2+incompatible
 	github.com/google/go-cmp v0.7.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/klauspost/compress v1.20.4
@@ -22,7 +26,6 @@ require (
 
 require (
 	github.com/containerd/typeurl/v2 v2.3.0 // indirect
-	github.com/docker/cli v29.8.2+incompatible // indirect
 	github.com/docker/docker-credential-helpers v0.9.9 // indirect
 	github.com/opencontainers/image-spec v1.1.1 // indirect
 	github.com/pkg/errors v0.9.1 // indirect

@@ -179,7 +179,6 @@ type copier struct {
 	unpack  bool                           // ADD extracts local archives (--unpack, default true)
 	exclude *patternmatcher.PatternMatcher // --exclude, within directory sources and what --parents copies; nil: none
 	within  string                         // --parents: where the directory being copied is below the pivot
-	base    string                         // what --exclude patterns are relative to, for the source at hand
 	dest    string
 	toDir   bool
 	entries []layers.Entry

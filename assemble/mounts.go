@@ -231,7 +231,6 @@ func parseBytes(s string) (int64, error) {
 type stepMounts struct {
 	mounts  []emulate.Mount
 	env     []string // secrets as variables, SSH_AUTH_SOCK: never in the key or the image
-	keys    []string // what identifies the mounts' inputs, for the step's key
 	cleanup []func()
 }
 

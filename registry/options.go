@@ -16,6 +16,9 @@ type Options struct {
 	Keychain authn.Keychain
 	// Transport carries the HTTP requests; default: ggcr's. Retry wraps it.
 	Transport http.RoundTripper
+	// CACerts are PEM files of certificate authorities to trust besides
+	// the system's (--ca-cert).
+	CACerts []string
 	// Retry bounds the tries of a failed request; zero: DefaultRetry.
 	Retry Retry
 	// MaxUnpacked bounds the bytes one base image's layers unpack to,
@@ -33,7 +36,7 @@ func (o Options) remote(ctx context.Context) []remote.Option {
 	r := o.Retry.withDefaults()
 	opts := []remote.Option{
 		remote.WithContext(ctx), remote.WithAuthFromKeychain(kc),
-		remote.WithTransport(newRetrying(o.Transport, r)),
+		remote.WithTransport(newRetrying(o.baseTransport(), r)),
 		remote.WithUserAgent("manifold"),
 	}
 	return append(opts, r.options()...)

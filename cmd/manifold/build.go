@@ -36,7 +36,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs := flagSet("build", "[flags] CONTEXT", errOut)
 	fs.StringVarP(&f.file, "file", "f", "", "the Dockerfile (default CONTEXT/Dockerfile)")
 	fs.StringSliceVar(&f.platforms, "platform", nil, "platforms to build, e.g. linux/amd64,linux/arm64 (default: the host's)")
-	fs.StringArrayVarP(&f.tags, "tag", "t", nil, "name the result, e.g. registry.example/app:1.0 (repeatable)")
+	fs.StringArrayVarP(&f.tags, "tag", "t", nil, "name the result, e.g. registry.example/app:1.0 (repeatable); @FILE or @- reads names one per line, as manifold tags prints them")
 	fs.BoolVar(&f.push, "push", false, "push the result to the registry of each tag")
 	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "write the result: type=oci-layout,dest=DIR | type=oci,dest=FILE.tar | type=registry; add oci-mediatypes=false for Docker media types on images FROM scratch")
 	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument: NAME=VALUE, or NAME to take it from the environment")

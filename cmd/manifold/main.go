@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/manifold-build/manifold/emulate"
+	"github.com/manifold-build/manifold/registry"
 )
 
 // usageError marks errors in what the user typed: exit code 2.
@@ -34,6 +35,16 @@ func commands() []command {
 		{"inspect", "show an image or index: platforms, digests, layers, config", runInspect},
 		{"run", "run a command in one platform variant of an image", runRun},
 		{"prune", "empty the local cache of build steps and unpacked bases", runPrune},
+		{"login", "log in to a registry (Docker's config.json and credential helpers)", runLogin},
+		{"logout", "log out of a registry", runLogout},
+		{"push", "push an image or index from the local store or an OCI layout", runPush},
+		{"copy", "copy an image or index between registries, every platform or some", runCopy},
+		{"index", "create or append to a manifest list from images and indexes", runIndex},
+		{"tag", "add tags to an image or index in a registry", runTag},
+		{"digest", "print the digest of an image or index", runDigest},
+		{"ls", "list the tags of a repository", runLs},
+		{"tags", "print the tags of the current git ref, as docker/metadata-action derives them", runTags},
+		{"version", "print the version, the Go version, the qemu found and what this kernel can do", runVersion},
 	}
 }
 
@@ -124,7 +135,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 			fmt.Fprintf(errOut, "manifold %s: %v\n", c.name, err)
 			return 2
 		}
-		fmt.Fprintf(errOut, "manifold %s: %v\n", c.name, err)
+		fmt.Fprintf(errOut, "manifold %s: %v\n", c.name, registry.LoginHint(err))
 		return 1
 	}
 	fmt.Fprintf(errOut, "manifold: unknown command %q\n", args[0])
@@ -136,7 +147,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "manifold builds multi-architecture container images without a Docker daemon.")
 	fmt.Fprintln(w, "\nUsage: manifold COMMAND [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'manifold COMMAND --help' for a command's flags.")
 }

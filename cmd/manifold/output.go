@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/registry"
@@ -23,11 +24,28 @@ type destination struct {
 	// dockerTypes is oci-mediatypes=false: Docker media types for images
 	// FROM scratch.
 	dockerTypes bool
+	// byDigest is push-by-digest=true: the result goes to the tags'
+	// repositories by digest alone, no tag made (a one-platform build as
+	// its image, not an index), for a later index create to merge.
+	byDigest bool
 }
 
 func (f *buildFlags) destination(ro registry.Options) (*destination, error) {
 	d := &destination{push: f.push}
+	var tags []string
 	for _, t := range f.tags {
+		file, ok := strings.CutPrefix(t, "@")
+		if !ok {
+			tags = append(tags, t)
+			continue
+		}
+		list, err := readTagList(file) // -t @FILE, -t @- (manifold tags' output)
+		if err != nil {
+			return nil, usagef("-t %s: %v", t, err)
+		}
+		tags = append(tags, list...)
+	}
+	for _, t := range tags {
 		ref, err := name.ParseReference(t)
 		if err != nil {
 			return nil, usagef("invalid tag %q: %v", t, err)
@@ -57,6 +75,7 @@ func (d *destination) addOutput(spec string) error {
 	switch kv["type"] {
 	case "registry", "image":
 		d.push = d.push || kv["type"] == "registry" || kv["push"] == "true"
+		d.byDigest = kv["push-by-digest"] == "true"
 		if n := kv["name"]; n != "" {
 			for _, t := range strings.Split(n, ";") {
 				ref, err := name.ParseReference(t)
@@ -99,7 +118,12 @@ func (d *destination) write(ctx context.Context, res *assemble.Result, ro regist
 		}
 		fmt.Fprintf(errOut, "wrote OCI tarball %s\n", d.tar)
 	}
-	if d.push {
+	switch {
+	case d.push && d.byDigest:
+		if h, err = d.pushByDigest(ctx, res, ro, errOut); err != nil {
+			return err
+		}
+	case d.push:
 		if _, err := registry.Push(ctx, res.Index, d.tags, ro); err != nil {
 			return err
 		}
@@ -125,4 +149,25 @@ func (d *destination) write(ctx context.Context, res *assemble.Result, ro regist
 	}
 	fmt.Fprintln(out, h.String())
 	return nil
+}
+
+// pushByDigest writes the result to each tag's repository by digest
+// only: one platform as its image, several as the index.
+func (d *destination) pushByDigest(ctx context.Context, res *assemble.Result, ro registry.Options, errOut io.Writer) (v1.Hash, error) {
+	src := &registry.Source{Name: "the build", Index: res.Index}
+	if len(res.Images) == 1 {
+		src = &registry.Source{Name: "the build", Image: res.Images[0].Image}
+	}
+	h, err := src.Digest()
+	if err != nil {
+		return h, err
+	}
+	for _, t := range d.tags {
+		dst := t.Context().Digest(h.String())
+		if _, err := registry.Write(ctx, src, dst, ro); err != nil {
+			return h, err
+		}
+		fmt.Fprintf(errOut, "pushed %s\n", dst.Name())
+	}
+	return h, nil
 }
