@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/configfile"
 	"github.com/docker/cli/cli/config/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -48,14 +49,28 @@ func Login(ctx context.Context, host, user, password string, o Options) error {
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		return fmt.Errorf("logging in to %s: %w: the registry refused the username or password", host, ErrUnauthorized)
 	}
-	cf, err := config.Load(config.Dir())
+	cf, err := loadConfig()
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", config.Dir(), err)
+		return err
 	}
 	if err := cf.GetCredentialsStore(host).Store(types.AuthConfig{ServerAddress: host, Username: user, Password: password}); err != nil {
 		return fmt.Errorf("storing the credentials for %s: %w", host, err)
 	}
 	return cf.Save()
+}
+
+// loadConfig reads Docker's config.json from $DOCKER_CONFIG, else
+// ~/.docker, as go-containerregistry's keychain does (read now, not once).
+func loadConfig() (*configfile.ConfigFile, error) {
+	dir := os.Getenv("DOCKER_CONFIG")
+	if dir == "" {
+		dir = config.Dir()
+	}
+	cf, err := config.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", dir, err)
+	}
+	return cf, nil
 }
 
 func loginError(host string, err error) error {
@@ -68,7 +83,7 @@ func loginError(host string, err error) error {
 
 // Logout removes the credentials stored for host, as docker logout does.
 func Logout(host string) error {
-	cf, err := config.Load(config.Dir())
+	cf, err := loadConfig()
 	if err != nil {
 		return err
 	}

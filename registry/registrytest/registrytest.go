@@ -6,9 +6,16 @@ package registrytest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +30,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/manifold-build/manifold/assemble/testkit"
 )
@@ -175,4 +183,105 @@ func (l *Log) wrap(h http.Handler) http.Handler {
 		l.add(r)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// DistributionAuth starts Debian's docker-registry on a loopback port with
+// TLS (a certificate from a test CA it makes) and htpasswd authentication
+// for user and password. It returns the registry's host:port and the CA's
+// PEM file.
+func DistributionAuth(t testing.TB, user, password string) (host, caFile string) {
+	t.Helper()
+	bin, err := exec.LookPath("docker-registry")
+	testkit.Require(t, err == nil, "docker-registry not installed (apt-get install docker-registry)")
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeTestCA(t, dir)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(dir, "htpasswd")
+	os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host = l.Addr().String()
+	l.Close()
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+http:
+  addr: %s
+  tls:
+    certificate: %s
+    key: %s
+auth:
+  htpasswd:
+    realm: manifold-test
+    path: %s
+`, filepath.Join(dir, "data"), host, certFile, keyFile, htpasswd)
+	cfgFile := filepath.Join(dir, "config.yml")
+	os.WriteFile(cfgFile, []byte(cfg), 0o644)
+	cmd := exec.Command(bin, "serve", cfgFile)
+	out, _ := os.Create(filepath.Join(dir, "registry.log"))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting docker-registry: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		out.Close()
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", host); err == nil {
+			c.Close()
+			return host, caFile
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	logged, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
+	t.Fatalf("docker-registry did not listen on %s:\n%s", host, logged)
+	return "", ""
+}
+
+// writeTestCA makes a CA and a certificate it signs for 127.0.0.1 and
+// localhost, as PEM files in dir.
+func writeTestCA(t testing.TB, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "manifold test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srvTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(srvKey)
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", srvDER), write("key.pem", "EC PRIVATE KEY", keyDER)
 }
