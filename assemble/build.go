@@ -3,7 +3,6 @@ package assemble
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -68,8 +67,8 @@ type Options struct {
 	Cache     *registry.LocalCache
 	CacheFrom []StepCache
 	NoCache   bool
-	Jobs      int       // platforms built at once; default all
-	Progress  io.Writer // step lines; nil: silent
+	Jobs      int      // platforms built at once; default all
+	Progress  Progress // steps, their output and ends; nil: silent
 }
 
 // Result is a finished build: an image per platform and the index of them.
@@ -155,7 +154,6 @@ type builder struct {
 	workDir string
 
 	sandbox   *sandbox
-	outMu     sync.Mutex // serializes step output lines
 	mu        sync.Mutex
 	sources   map[string]func() (*registry.Source, error)
 	stages    map[string]func() (*state, error)
@@ -268,14 +266,6 @@ func (df *Dockerfile) stageByName(n string) *Stage {
 		}
 	}
 	return nil
-}
-
-func (b *builder) progress(p platform.Platform, format string, a ...any) {
-	if b.o.Progress != nil {
-		b.outMu.Lock()
-		defer b.outMu.Unlock()
-		fmt.Fprintf(b.o.Progress, "[%s] %s\n", p, fmt.Sprintf(format, a...))
-	}
 }
 
 func (b *builder) target(ctx context.Context, p platform.Platform) (*state, error) {

@@ -68,7 +68,7 @@ func (s *state) cached(key string, in *Instruction, make func() (*stepResult, er
 	}
 	s.b.remember(key, res, s.isTarget())
 	if res.cached {
-		s.b.progress(s.platform, "CACHED %s", shorten(in.String()))
+		s.out().Cached()
 	}
 	s.apply(key, in, res)
 	return nil
@@ -139,9 +139,7 @@ func (b *builder) store(key string, r *stepResult) {
 		return
 	}
 	if err := b.o.Cache.Put(key, registry.Step{CreatedBy: r.createdBy, Created: r.created}, r.layer); err != nil && b.o.Progress != nil {
-		b.outMu.Lock()
-		defer b.outMu.Unlock()
-		b.o.Progress.Write([]byte("warning: caching a step: " + err.Error() + "\n"))
+		b.o.Progress.Warn("caching a step: " + err.Error())
 	}
 }
 

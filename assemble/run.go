@@ -2,19 +2,15 @@ package assemble
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/manifold-build/manifold/emulate"
-	"github.com/manifold-build/manifold/emulate/platform"
 	"github.com/manifold-build/manifold/layers"
 )
 
@@ -67,7 +63,7 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 		c.mounts = sm.mounts
 		c.env = append(slices.Clone(c.env), sm.env...) // after the key: secrets never enter it
 		c.layers, c.dirs = s.layers, s.dirs
-		c.stdout = s.b.output(s.platform)
+		c.stdout = s.out()
 		c.stderr = c.stdout
 		files, err := s.runTimed(ctx, c)
 		if err != nil {
@@ -188,36 +184,4 @@ func (s *state) runEnv() []string {
 		env = append(env, "PATH="+defaultPath)
 	}
 	return env
-}
-
-// output gives a platform's step output writer: whole lines, prefixed with
-// the platform, to the progress stream; nothing when quiet.
-func (b *builder) output(p platform.Platform) io.Writer {
-	if b.o.Progress == nil {
-		return io.Discard
-	}
-	return &prefixWriter{mu: &b.outMu, w: b.o.Progress, prefix: "[" + p.String() + "] "}
-}
-
-type prefixWriter struct {
-	mu     *sync.Mutex
-	w      io.Writer
-	prefix string
-	buf    []byte
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.buf = append(p.buf, b...)
-	for {
-		i := bytes.IndexByte(p.buf, '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		if _, err := fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i]); err != nil {
-			return 0, err
-		}
-		p.buf = p.buf[i+1:]
-	}
 }

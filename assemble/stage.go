@@ -146,7 +146,6 @@ func (b *builder) buildStage(ctx context.Context, st *Stage, target platform.Pla
 	if err != nil {
 		return nil, b.located(st.From, plat, err)
 	}
-	b.progress(plat, "FROM %s", ref)
 	// The ONBUILD triggers of the base, an image or an earlier stage, run
 	// first in the stage built on it, and are not inherited: BuildKit
 	// v0.34.2 does both.
@@ -154,13 +153,21 @@ func (b *builder) buildStage(ctx context.Context, st *Stage, target platform.Pla
 	if err != nil {
 		return nil, err
 	}
-	for _, in := range append(steps, st.Steps...) {
+	steps = append(steps, st.Steps...)
+	b.startStep(s, 1, len(steps)+1, "FROM "+ref).Done(nil)
+	for i, in := range steps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		b.progress(plat, "%s", shorten(in.String()))
-		if err := s.step(ctx, in); err != nil {
-			return nil, b.located(in, plat, err)
+		s.progress = b.startStep(s, i+2, len(steps)+1, in.String())
+		err := s.step(ctx, in)
+		if err != nil {
+			err = b.located(in, plat, err)
+		}
+		s.progress.Done(err)
+		s.progress = nil
+		if err != nil {
+			return nil, err
 		}
 	}
 	return s, nil

@@ -25,6 +25,7 @@ type state struct {
 	stage    *Stage
 	platform platform.Platform // the platform the stage runs on
 	target   platform.Platform // the platform the build is for
+	progress ProgressStep      // the step being built, for its output
 
 	base      v1.Image
 	baseDesc  *v1.Descriptor  // the base's index entry (or its own descriptor)

@@ -19,6 +19,8 @@ type Options struct {
 	// CACerts are PEM files of certificate authorities to trust besides
 	// the system's (--ca-cert).
 	CACerts []string
+	// OnProgress hears how many bytes of a push are sent of how many.
+	OnProgress func(complete, total int64)
 	// Retry bounds the tries of a failed request; zero: DefaultRetry.
 	Retry Retry
 	// MaxUnpacked bounds the bytes one base image's layers unpack to,

@@ -19,7 +19,27 @@ func Push(ctx context.Context, idx v1.ImageIndex, tags []name.Reference, o Optio
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	p, err := remote.NewPusher(o.remote(ctx)...)
+	opts := o.remote(ctx)
+	if o.OnProgress != nil {
+		updates, stop, exited := make(chan v1.Update, 64), make(chan struct{}), make(chan struct{})
+		defer func() { close(stop); <-exited }() // nothing is told after Push returns
+		go func() {
+			defer close(exited)
+			for {
+				select {
+				case u, ok := <-updates:
+					if !ok {
+						return
+					}
+					o.OnProgress(u.Complete, u.Total)
+				case <-stop:
+					return
+				}
+			}
+		}()
+		opts = append(opts, remote.WithProgress(updates))
+	}
+	p, err := remote.NewPusher(opts...)
 	if err != nil {
 		return v1.Hash{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -46,7 +47,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringVar(&f.target, "target", "", "build this stage and what it needs (default: the last stage)")
 	fs.IntVar(&f.jobs, "jobs", 0, "platforms built at once (default: all)")
 	fs.DurationVar(&f.stepTimeout, "step-timeout", 0, "kill a RUN step that runs longer, e.g. 30m (default: no limit)")
-	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain or quiet")
+	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), plain (BuildKit's), tty, rawjson or quiet (the digest only)")
 	fs.StringVar(&f.metadata, "metadata-file", "", "write the result's digest and names as JSON to this file")
 	f.registry.register(fs)
 	fs.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "where unpacked base images and the build's scratch files are kept")
@@ -64,9 +65,15 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	status := errOut
-	if f.progress == "quiet" {
-		status = io.Discard
+	display, err := newProgress(f.progress, errOut)
+	if err != nil {
+		return err
+	}
+	var status io.Writer = io.Discard
+	if display != nil {
+		o.Progress = display
+		defer display.close()
+		status = warnings{display}
 	}
 	exports, err := f.cache.options(ctx, &o, f.cacheDir, status)
 	if err != nil {
@@ -82,14 +89,68 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 		used, _ := o.Cache.Size()
 		assemble.PruneCacheMounts(o.CacheMounts, max(o.Cache.Max-used, 0))
 	}
-	if err := dest.write(ctx, res, o.Registry, f.metadata, out, status); err != nil {
+	step := assemble.ProgressStep(discard{})
+	if display != nil {
+		step = display.Step("exporting to image")
+		o.Registry.OnProgress = pushProgress(step)
+	}
+	if err := dest.write(ctx, res, o.Registry, f.metadata, out, step); err != nil {
+		step.Done(err)
 		return err
 	}
 	var pushed []name.Reference
 	if dest.push {
 		pushed = dest.tags
 	}
-	return export(ctx, exports, res, pushed, o.Registry, status)
+	err = export(ctx, exports, res, pushed, o.Registry, step)
+	step.Done(err)
+	return err
+}
+
+// warnings turns lines written to it into the display's warnings.
+type warnings struct{ p assemble.Progress }
+
+func (w warnings) Write(b []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		w.p.Warn(strings.TrimPrefix(line, "warning: "))
+	}
+	return len(b), nil
+}
+
+// discard is the export step nobody watches (--progress quiet).
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) Cached()                     {}
+func (discard) Done(error)                  {}
+
+// pushProgress writes a push's bytes to step, a line a second at most and
+// the last one always.
+func pushProgress(step io.Writer) func(complete, total int64) {
+	var mu sync.Mutex
+	var last time.Time
+	var told int64
+	return func(complete, total int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if complete == told || time.Since(last) < time.Second && complete < total {
+			return
+		}
+		last, told = time.Now(), complete
+		fmt.Fprintf(step, "pushing layers %s / %s\n", humanBytes(complete), humanBytes(total))
+	}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2fGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.2fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
 }
 
 func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Options, *destination, error) {
@@ -113,9 +174,6 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	comp := layers.Compression(f.compression)
 	if comp != layers.Gzip && comp != layers.Zstd {
 		return o, nil, usagef("--compression must be gzip or zstd, not %q", f.compression)
-	}
-	if f.progress != "auto" && f.progress != "plain" && f.progress != "quiet" {
-		return o, nil, usagef("--progress must be auto, plain or quiet, not %q", f.progress)
 	}
 	network, err := networkFlag(f.network)
 	if err != nil {
@@ -146,9 +204,6 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	}
 	if o.SSH, err = sshAgents(f.ssh); err != nil {
 		return o, nil, err
-	}
-	if f.progress != "quiet" {
-		o.Progress = errOut
 	}
 	return o, dest, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -169,4 +170,62 @@ func TestPushWritesMetadata(t *testing.T) {
 			t.Errorf("%s: %v %v", tag, d, err)
 		}
 	}
+}
+
+var (
+	plainStart = regexp.MustCompile(`(?m)^#(\d+) (\[.*)$`)
+	plainEnd   = regexp.MustCompile(`(?m)^#(\d+) (CACHED|DONE [0-9.]+s|ERROR: .*)$`)
+	plainLog   = regexp.MustCompile(`(?m)^#(\d+) [0-9]+\.[0-9]{3} (.*)$`)
+)
+
+// plainSteps reads BuildKit's plain progress: each step's name, its
+// output lines and how it ended ("CACHED", "DONE", "ERROR").
+type seenStep struct {
+	name, end string
+	logs      []string
+}
+
+func plainSteps(out string) []*seenStep {
+	byID := map[string]*seenStep{}
+	var steps []*seenStep
+	for _, m := range plainStart.FindAllStringSubmatch(out, -1) {
+		s := &seenStep{name: m[2]}
+		byID[m[1]] = s
+		steps = append(steps, s)
+	}
+	for _, m := range plainLog.FindAllStringSubmatch(out, -1) {
+		if s := byID[m[1]]; s != nil {
+			s.logs = append(s.logs, m[2])
+		}
+	}
+	for _, m := range plainEnd.FindAllStringSubmatch(out, -1) {
+		if s := byID[m[1]]; s != nil {
+			s.end, _, _ = strings.Cut(m[2], " ")
+		}
+	}
+	return steps
+}
+
+// countSteps counts the steps whose name holds part and that ended so.
+func countSteps(out, part, end string) int {
+	n := 0
+	for _, s := range plainSteps(out) {
+		if strings.Contains(s.name, part) && s.end == end {
+			n++
+		}
+	}
+	return n
+}
+
+// logged counts output lines equal to line.
+func logged(out, line string) int {
+	n := 0
+	for _, s := range plainSteps(out) {
+		for _, l := range s.logs {
+			if l == line {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -211,14 +211,14 @@ RUN --mount=type=cache,target=/root/.cache/build \
     if [ -e /root/.cache/build/object ]; then echo "reusing object"; else echo "compiling object"; echo obj > /root/.cache/build/object; fi; \
     cat /src.txt /root/.cache/build/object > /built
 `, base))
-	compiles := func(out string) int { return strings.Count(out, "] compiling object") }
+	compiles := func(out string) int { return logged(out, "compiling object") }
 	code, _, errOut := manifold(t, "build", "--platform", twoPlatforms, "-t", host+"/app/cached:1", "--push", ctx)
 	if code != 0 || compiles(errOut) != 2 {
 		t.Fatalf("first build: exit %d, %d compilations (want 2, one per platform)\n%s", code, compiles(errOut), errOut)
 	}
 	os.WriteFile(filepath.Join(ctx, "hello.txt"), []byte("changed\n"), 0o644)
 	code, _, errOut = manifold(t, "build", "--platform", twoPlatforms, "-t", host+"/app/cached:2", "--push", ctx)
-	if code != 0 || compiles(errOut) != 0 || strings.Count(errOut, "] reusing object") != 2 {
+	if code != 0 || compiles(errOut) != 0 || logged(errOut, "reusing object") != 2 {
 		t.Fatalf("second build of changed source: exit %d, %d compilations (want 0)\n%s", code, compiles(errOut), errOut)
 	}
 	idx, err := remote.Index(mustRef(t, host+"/app/cached:2"))
