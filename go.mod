@@ -9,7 +9,10 @@ go 1.26.8
 // pure-Go xz decoder that Go projects use; klauspost/compress has none),
 // docker/cli's config package (already go-containerregistry's, for reading
 // config.json): login and logout edit config.json and talk to credential
-// stores and helpers exactly as docker login does.
+// stores and helpers exactly as docker login does, x/term and
+// morikuni/aec (the live progress view: terminal size, cursor and erase
+// sequences; aec is what BuildKit's own display uses), x/crypto (tests
+// only: bcrypt for a registry's htpasswd).
 require (
 	github.com/docker/cli v29.8.2+incompatible
 	github.com/google/go-cmp v0.7.0
@@ -17,18 +20,17 @@ require (
 	github.com/klauspost/compress v1.20.4
 	github.com/moby/buildkit v0.34.2
 	github.com/moby/patternmatcher v0.6.1
+	github.com/morikuni/aec v1.1.0
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/spf13/pflag v1.0.10
 	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/crypto v0.57.0
 	golang.org/x/sync v0.23.0
 	golang.org/x/sys v0.50.0
-)
-
-require (
-	github.com/morikuni/aec v1.1.0
-	golang.org/x/crypto v0.57.0
 	golang.org/x/term v0.46.0
 )
+
+require github.com/tonistiigi/vt100 v0.0.0-20240514184818-90bafcd6abab
 
 require (
 	github.com/containerd/typeurl/v2 v2.3.0 // indirect

@@ -173,7 +173,7 @@ func TestPushWritesMetadata(t *testing.T) {
 }
 
 var (
-	plainStart = regexp.MustCompile(`(?m)^#(\d+) (\[.*)$`)
+	plainStart = regexp.MustCompile(`(?m)^#(\d+) ([^0-9].*)$`)
 	plainEnd   = regexp.MustCompile(`(?m)^#(\d+) (CACHED|DONE [0-9.]+s|ERROR: .*)$`)
 	plainLog   = regexp.MustCompile(`(?m)^#(\d+) [0-9]+\.[0-9]{3} (.*)$`)
 )
@@ -189,6 +189,9 @@ func plainSteps(out string) []*seenStep {
 	byID := map[string]*seenStep{}
 	var steps []*seenStep
 	for _, m := range plainStart.FindAllStringSubmatch(out, -1) {
+		if plainEnd.MatchString(m[0]) || byID[m[1]] != nil {
+			continue // an end line, or the second line of a step
+		}
 		s := &seenStep{name: m[2]}
 		byID[m[1]] = s
 		steps = append(steps, s)

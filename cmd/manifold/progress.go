@@ -320,11 +320,16 @@ func (t *tty) draw(final bool) {
 	t.drawn = len(lines)
 }
 
-// fit puts text and, right-aligned, a timer on one line of the width.
+// fit puts text and, right-aligned, a timer on one line of the width,
+// short of its last column (where terminals differ on wrapping).
 func fit(text, timer string, width int) string {
+	width--
 	room := width - len(timer) - 1
 	if room < 10 {
 		room = 10
+	}
+	if timer == "" {
+		room = width
 	}
 	if len(text) > room {
 		text = text[:room-1] + "…"
