@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -157,13 +158,77 @@ func flagSet(name, use string, errOut io.Writer) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(errOut)
 	fs.Usage = func() {
-		fmt.Fprintf(errOut, "Usage: manifold %s %s\n\nFlags:\n%s", name, use, fs.FlagUsages())
+		fmt.Fprintf(errOut, "Usage: manifold %s %s\n", name, use)
+		if ex := examples[name]; ex != "" {
+			fmt.Fprintf(errOut, "\nExample:\n%s\n", ex)
+		}
+		fmt.Fprintf(errOut, "\nFlags:\n%s", fs.FlagUsages())
 	}
 	return fs
 }
 
+// examples show each command as a user would call it.
+var examples = map[string]string{
+	"build": `  manifold build --platform linux/amd64,linux/arm64 -t registry.example/app:1.0 --push .
+  manifold build --platform linux/arm64 -t app:dev .            # into the local store
+  manifold build --secret id=npmrc,src=$HOME/.npmrc -o type=oci-layout,dest=out .`,
+	"inspect": `  manifold inspect --platform linux/arm64 registry.example/app:1.0`,
+	"run":     `  manifold run --platform linux/arm64 registry.example/app:1.0 uname -m`,
+	"prune":   `  manifold prune --keep 2GiB`,
+	"login":   `  echo "$REGISTRY_TOKEN" | manifold login -u ci --password-stdin ghcr.io`,
+	"logout":  `  manifold logout ghcr.io`,
+	"push": `  manifold push app:dev registry.example/app:1.0
+  manifold push oci-layout://out:1.0 registry.example/app:1.0`,
+	"copy": `  manifold copy docker.io/library/alpine:3 registry.example/mirror/alpine:3
+  manifold copy --platform linux/arm64 registry.example/app:1.0 registry.example/app:1.0-arm64`,
+	"index create": `  manifold index create -t registry.example/app:1.0 --push registry.example/app@sha256:aaa… registry.example/app@sha256:bbb…`,
+	"index append": `  manifold index append -t registry.example/app:1.0 registry.example/app:1.0-riscv64`,
+	"tag":          `  manifold tag registry.example/app:1.0 latest stable`,
+	"digest":       `  manifold digest registry.example/app:1.0`,
+	"ls":           `  manifold ls registry.example/app`,
+	"tags":         `  manifold tags --image ghcr.io/me/app > tags.txt && manifold build -t @tags.txt --push .`,
+	"version":      `  manifold version`,
+}
+
+// buildxOnly are flags of docker buildx build that manifold has not, and
+// what to do instead: a buildx user gets told rather than a bare
+// "unknown flag".
+var buildxOnly = map[string]string{
+	"load":            "there is no Docker daemon to load into: without --push or --output the result goes to manifold's local store, where run, inspect, push and FROM find it",
+	"builder":         "manifold needs no builder instance: it is one",
+	"pull":            "bases are always read from their registry (or the local store) by digest",
+	"attest":          "attestations (SBOM, provenance) are not made yet",
+	"sbom":            "attestations (SBOM, provenance) are not made yet",
+	"provenance":      "attestations (SBOM, provenance) are not made yet",
+	"iidfile":         "the digest is printed on stdout, and --metadata-file writes it as buildx does",
+	"quiet":           "use --progress quiet",
+	"add-host":        "RUN steps use the host's /etc/hosts",
+	"allow":           "no entitlements are needed: RUN --security=insecure is not supported",
+	"annotation":      "annotations are not set from the command line yet",
+	"call":            "builds only build: use a linter for checks",
+	"check":           "builds only build: use a linter for checks",
+	"cgroup-parent":   "RUN steps run in the caller's cgroup",
+	"shm-size":        "RUN steps get a 64 MiB /dev/shm",
+	"ulimit":          "RUN steps inherit the caller's limits",
+	"no-cache-filter": "use --no-cache",
+}
+
 // parse parses flags, turning flag errors into usage errors.
 func parse(fs *pflag.FlagSet, args []string) error {
+	if fs.Name() == "build" {
+		for _, a := range args {
+			if a == "--" {
+				break
+			}
+			name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+			if a == "-q" {
+				name = "quiet"
+			}
+			if why, ok := buildxOnly[name]; ok && (strings.HasPrefix(a, "--") || a == "-q") {
+				return usagef("--%s is a docker buildx flag manifold does not have: %s", name, why)
+			}
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err

@@ -232,3 +232,24 @@ func logged(out, line string) int {
 	}
 	return n
 }
+
+// Every command's --help exits 0 with an example; a buildx flag manifold
+// lacks is named as such, with what to do instead.
+func TestHelpAndBuildxFlags(t *testing.T) {
+	for _, c := range commands() {
+		args := []string{c.name, "--help"}
+		if c.name == "index" {
+			args = []string{"index", "create", "--help"}
+		}
+		code, _, errOut := manifold(t, args...)
+		if code != 0 || !strings.Contains(errOut, "Example:\n") || !strings.Contains(errOut, "manifold "+c.name+" ") {
+			t.Errorf("manifold %s: exit %d, %q; want 0 and an example", strings.Join(args, " "), code, errOut)
+		}
+	}
+	for _, flag := range []string{"--load", "--builder=x", "--sbom=true", "-q"} {
+		code, _, errOut := manifold(t, "build", flag, ".")
+		if code != 2 || !strings.Contains(errOut, "is a docker buildx flag manifold does not have: ") {
+			t.Errorf("build %s: exit %d, %q", flag, code, errOut)
+		}
+	}
+}
