@@ -98,6 +98,14 @@ func TestPushByDigestAndIndexCreate(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "allow-duplicates") {
 		t.Errorf("two entries for one platform: exit %d, %q", code, errOut)
 	}
+	code, _, errOut = manifold(t, "index", "create", "-t", host+"/app/single:grow", "--push", host+"/app/single:linux-amd64")
+	if code != 0 {
+		t.Fatalf("index create of one: %d %s", code, errOut)
+	}
+	code, _, errOut = manifold(t, "index", "append", "-t", host+"/app/single:grow", host+"/app/single:linux-arm64")
+	if code != 0 || !slices.Equal(platformsOf(t, host+"/app/single:grow"), []string{"linux/amd64", "linux/arm64"}) {
+		t.Errorf("index append: %d %s; platforms %v", code, errOut, platformsOf(t, host+"/app/single:grow"))
+	}
 	code, out2, _ := manifold(t, "index", "create", "-t", host+"/app/single:dry", host+"/app/single:both")
 	if code != 0 || !strings.Contains(out2, `"mediaType"`) {
 		t.Errorf("index create without --push prints the index: %d %q", code, out2)

@@ -253,3 +253,15 @@ func TestHelpAndBuildxFlags(t *testing.T) {
 		}
 	}
 }
+
+// version says what a bug report needs: the version, the Go version,
+// whether this kernel has private binfmt_misc instances, and how each
+// platform runs.
+func TestVersion(t *testing.T) {
+	code, out, _ := manifold(t, "version")
+	for _, want := range []string{"manifold ", "\ncommit:", "\ngo:       go1.", "\nprivate binfmt_misc: ", "\n  linux/amd64      native", "\n  linux/arm64      "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("version (exit %d) lacks %q:\n%s", code, want, out)
+		}
+	}
+}

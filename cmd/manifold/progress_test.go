@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -150,3 +151,24 @@ func TestProgressTTY(t *testing.T) {
 }
 
 func timeNowPlus(seconds int) time.Time { return time.Now().Add(time.Duration(seconds) * time.Second) }
+
+// --progress rawjson: a JSON object per event, every step started and
+// ended.
+func TestProgressRawJSON(t *testing.T) {
+	ctx := contextDir(t, "FROM scratch\nCOPY hello.txt /\n")
+	code, _, errOut := manifold(t, "build", "--progress", "rawjson", ctx)
+	if code != 0 {
+		t.Fatalf("build: %d %s", code, errOut)
+	}
+	events := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(errOut), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("not a JSON line: %q", line)
+		}
+		events[fmt.Sprint(ev["event"])]++
+	}
+	if events["start"] != 3 || events["done"] != 3 {
+		t.Errorf("events %v, want 3 steps (FROM, COPY, export) started and done", events)
+	}
+}
