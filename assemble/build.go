@@ -161,6 +161,7 @@ type builder struct {
 	layers    map[string]func() (v1.Layer, error)    // COPY layers, by what they hold
 	digests   map[string]func() (string, error)      // context files COPY reads, by sources
 	downloads map[string]func() (*download, error)   // ADD URLs, fetched once
+	checkouts map[string]func() (*checkout, error)   // ADD git repositories, cloned once
 	done      map[string]CachedStep                  // steps of this build, by cache key
 	order     []string                               // done's keys in the order the steps ended
 	baseSrc   *registry.Source                       // the target stage's base, for index order and type
@@ -189,7 +190,7 @@ func newBuilder(o Options) (*builder, error) {
 	b := &builder{o: o, df: df, ctxDir: cd, sources: map[string]func() (*registry.Source, error){}, stages: map[string]func() (*state, error){},
 		steps: map[string]func() (*stepResult, error){}, done: map[string]CachedStep{},
 		layers: map[string]func() (v1.Layer, error){}, digests: map[string]func() (string, error){},
-		downloads: map[string]func() (*download, error){}}
+		downloads: map[string]func() (*download, error){}, checkouts: map[string]func() (*checkout, error){}}
 	if _, err := b.targetStage(); err != nil {
 		return nil, err
 	}

@@ -41,7 +41,7 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 		args[i] = v
 	}
 	srcs, dest := args[:len(args)-1], args[len(args)-1]
-	srcs, urls, err := s.splitURLs(ctx, in, srcs)
+	srcs, urls, repo, err := s.splitURLs(ctx, in, srcs)
 	if err != nil {
 		return err
 	}
@@ -65,11 +65,18 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 	if err != nil {
 		return err
 	}
+	if repo != nil {
+		if len(docs) > 0 {
+			return errors.New("ADD of a git repository takes it as its only source")
+		}
+		from = "git:" + repo.commit + ":" + repo.subdir
+		srcs = []string{"."}
+	}
 	// The parent's key settles what the stage holds (a destination's type,
 	// the users --chown names), so the flags go in as written.
 	k := key(s.key, in.Cmd, srcs, s.resolve(dest), strings.HasSuffix(dest, "/"), chown, in.Flags["chmod"], from, docs, keyOf(urls))
 	return s.cached(k, in, func() (*stepResult, error) {
-		l, err := s.copyLayer(ctx, in, srcs, docs, urls, dest, mode, from)
+		l, err := s.copyLayer(ctx, in, srcs, docs, urls, repo, dest, mode, from)
 		return &stepResult{layer: l, createdBy: in.String() + " # buildkit"}, err
 	})
 }
@@ -78,10 +85,13 @@ func (s *state) copy(ctx context.Context, in *Instruction) error {
 // Platforms whose COPY reads the same files into the same place with the
 // same owners get the same layer: it is made once (from names what the
 // files are).
-func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, docs []document, urls []*download, dest string, mode *fs.FileMode, from string) (v1.Layer, error) {
+func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, docs []document, urls []*download, repo *checkout, dest string, mode *fs.FileMode, from string) (v1.Layer, error) {
 	sf, err := s.copySource(ctx, in)
 	if err != nil {
 		return nil, err
+	}
+	if repo != nil { // ADD of a git repository: its tree's contents
+		sf = &sourceFS{root: repo.dir, ignored: func(string) bool { return false }, describe: "the repository"}
 	}
 	ids, err := s.owner(ctx, in.Flags["chown"])
 	if err != nil {
@@ -186,26 +196,40 @@ type copier struct {
 
 type idPair struct{ UID, GID int }
 
-// splitURLs takes an ADD's URL sources out of srcs, fetching them (their
-// contents and dates go into the step's key) and checking --checksum;
-// a git repository is refused, and a URL in a COPY.
-func (s *state) splitURLs(ctx context.Context, in *Instruction, srcs []string) ([]string, []*download, error) {
+// splitURLs takes an ADD's URL and git sources out of srcs, fetching them
+// (their contents, dates and commits go into the step's key) and checking
+// --checksum; a URL in a COPY is refused.
+func (s *state) splitURLs(ctx context.Context, in *Instruction, srcs []string) ([]string, []*download, *checkout, error) {
 	checksum := in.Flags["checksum"]
-	if checksum != "" && !strings.HasPrefix(checksum, "sha256:") {
-		return nil, nil, fmt.Errorf("--checksum=%s: want sha256:<64 hex digits>", checksum)
+	if checksum != "" && !strings.HasPrefix(checksum, "sha256:") && !isGitSource(in, srcs) {
+		return nil, nil, nil, fmt.Errorf("--checksum=%s: want sha256:<64 hex digits>", checksum)
 	}
 	var local []string
 	var urls []*download
+	var repo *checkout
 	for _, src := range srcs {
 		switch {
 		case isGit(src) && in.Cmd == "add":
-			return nil, nil, fmt.Errorf("ADD of a git repository is not supported: %s (clone it in a RUN step, or into the context)", src)
+			if len(srcs) > 1 {
+				return nil, nil, nil, errors.New("ADD of a git repository takes it as its only source")
+			}
+			g, err := parseGit(src)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			keep := in.Flags["keep-git-dir"] == "true" || hasFlag(in, "keep-git-dir") && in.Flags["keep-git-dir"] == ""
+			if repo, err = s.b.clone(ctx, g, keep); err != nil {
+				return nil, nil, nil, err
+			}
+			if checksum != "" && !strings.HasPrefix(repo.commit, checksum) {
+				return nil, nil, nil, fmt.Errorf("%s: checksum mismatch: the checkout is commit %s, --checksum says %s", src, repo.commit, checksum)
+			}
 		case isURL(src) && in.Cmd != "add":
-			return nil, nil, fmt.Errorf("COPY cannot fetch a URL (%s): ADD can", src)
+			return nil, nil, nil, fmt.Errorf("COPY cannot fetch a URL (%s): ADD can", src)
 		case isURL(src):
 			d, err := s.b.download(ctx, src, checksum)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			urls = append(urls, d)
 		default:
@@ -213,9 +237,13 @@ func (s *state) splitURLs(ctx context.Context, in *Instruction, srcs []string) (
 		}
 	}
 	if checksum != "" && len(local) > 0 {
-		return nil, nil, errors.New("ADD --checksum is for URL sources only")
+		return nil, nil, nil, errors.New("ADD --checksum is for URL and git sources only")
 	}
-	return local, urls, nil
+	return local, urls, repo, nil
+}
+
+func isGitSource(in *Instruction, srcs []string) bool {
+	return in.Cmd == "add" && len(srcs) == 1 && isGit(srcs[0])
 }
 
 // hasFlag tells whether in was given --name (with or without a value).

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -51,9 +52,10 @@ func TestSameImageAsBuildKit(t *testing.T) {
 	base := assembletest.Busybox(t, host+"/library/busybox:1", false, plats...)
 	ctxDir := differentialContext(t)
 	files := fileServer(t, ctxDir)
+	repos := gitDaemon(t)
 	for _, c := range differentialCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			df := strings.NewReplacer("@BASE@", base.String(), "@HTTP@", files).Replace(c.dockerfile)
+			df := strings.NewReplacer("@BASE@", base.String(), "@HTTP@", files, "@GIT@", repos).Replace(c.dockerfile)
 			os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644)
 			args := map[string]string{"BASE": base.String(), "GIVEN": "given"}
 			want, err := bk.Build(t, ctxDir, plats, args)
@@ -97,6 +99,54 @@ func fileServer(t *testing.T, dir string) string {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// gitDaemon serves a repository, repo.git, on a loopback port with git
+// daemon: two commits, the first tagged v1, with an executable file and a
+// subdirectory. It returns the git:// URL of its base.
+func gitDaemon(t *testing.T) string {
+	_, err := exec.LookPath("git")
+	testkit.Require(t, err == nil, "git (apt-get install git)")
+	base := t.TempDir()
+	work := filepath.Join(t.TempDir(), "work")
+	git := func(dir string, args ...string) {
+		cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	os.MkdirAll(filepath.Join(work, "sub"), 0o755)
+	os.WriteFile(filepath.Join(work, "README"), []byte("first\n"), 0o644)
+	os.WriteFile(filepath.Join(work, "run.sh"), []byte("#!/bin/sh\necho run\n"), 0o755)
+	os.WriteFile(filepath.Join(work, "sub", "inner.txt"), []byte("inner v1\n"), 0o644)
+	git(work, "init", "-q", "-b", "main")
+	git(work, "add", ".")
+	git(work, "commit", "-q", "-m", "one")
+	git(work, "tag", "v1")
+	os.WriteFile(filepath.Join(work, "sub", "inner.txt"), []byte("inner v2\n"), 0o644)
+	os.WriteFile(filepath.Join(work, "NEW"), []byte("second\n"), 0o644)
+	git(work, "add", ".")
+	git(work, "commit", "-q", "-m", "two")
+	git(base, "clone", "-q", "--bare", work, filepath.Join(base, "repo.git"))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	daemon := exec.Command("git", "daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", fmt.Sprintf("--port=%d", port), "--base-path="+base, base)
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { daemon.Process.Kill(); daemon.Wait() })
+	for range 100 {
+		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Sprintf("git://127.0.0.1:%d", port)
 }
 
 type differentialCase struct{ name, dockerfile string }

@@ -72,7 +72,7 @@ func (in *Instruction) String() string { return strings.TrimSpace(in.Original) }
 var allowedFlags = map[string][]string{
 	"from":        {"platform"},
 	"copy":        {"from", "chown", "chmod", "link", "parents", "exclude"},
-	"add":         {"chown", "chmod", "link", "exclude", "checksum", "unpack"},
+	"add":         {"chown", "chmod", "link", "exclude", "checksum", "unpack", "keep-git-dir"},
 	"run":         {"network", "mount", "security"},
 	"healthcheck": {"interval", "timeout", "start-period", "retries"},
 }
@@ -80,7 +80,6 @@ var allowedFlags = map[string][]string{
 // laterFlags are BuildKit flags manifold does not support yet.
 var laterFlags = map[string][]string{
 	"run": {"device"},
-	"add": {"keep-git-dir"},
 }
 
 // Parse reads a Dockerfile. name is how errors will call it.

@@ -61,3 +61,28 @@ func TestPruneCacheMounts(t *testing.T) {
 		t.Error("prune to 0 kept a cache mount")
 	}
 }
+
+// ADD --keep-git-dir keeps the repository's .git; without it there is
+// none; --checksum names the commit.
+func TestAddGitKeepsGitDirWhenAsked(t *testing.T) {
+	repos := gitDaemon(t)
+	ctxDir := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM scratch\nADD --keep-git-dir=true %[1]s/repo.git /k/\nADD %[1]s/repo.git#v1 /plain/\n", repos)})
+	res := mustBuild(t, ctxDir, []string{"linux/amd64"}, nil)
+	ls, _ := res.Images[0].Image.Layers()
+	kept, plain := layerFiles(t, ls[0]), layerFiles(t, ls[1])
+	if _, ok := kept["k/.git/HEAD"]; !ok || kept["k/NEW"].Data != "second\n" {
+		t.Errorf("--keep-git-dir: no k/.git/HEAD or the wrong commit")
+	}
+	for name := range plain {
+		if strings.Contains(name, ".git") {
+			t.Errorf("without --keep-git-dir the layer holds %s", name)
+		}
+	}
+	if plain["plain/sub/inner.txt"].Data != "inner v1\n" || plain["plain/run.sh"].Mode&0o111 == 0 {
+		t.Errorf("#v1: %+v %+v", plain["plain/sub/inner.txt"], plain["plain/run.sh"])
+	}
+	bad := writeContext(t, map[string]string{"Dockerfile": fmt.Sprintf("FROM scratch\nADD --checksum=0000000 %s/repo.git#v1 /x/\n", repos)})
+	if _, err := build(t, bad, []string{"linux/amd64"}, nil); err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Errorf("a wrong commit checksum: %v", err)
+	}
+}
