@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/manifold-build/manifold/assemble/assembletest"
+	"github.com/manifold-build/manifold/assemble/testkit"
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
@@ -68,9 +69,7 @@ func TestProgressPlainAndQuiet(t *testing.T) {
 func openPTY(t *testing.T, rows, cols int) (*os.File, *os.File) {
 	t.Helper()
 	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
-	}
+	testkit.Require(t, err == nil, "pseudo-terminals (/dev/ptmx): %v", err)
 	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		t.Fatal(err)
 	}
