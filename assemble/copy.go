@@ -103,7 +103,7 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 			return nil, fmt.Errorf("--exclude: %w", err)
 		}
 	}
-	parents := in.Flags["parents"] == "" && hasFlag(in, "parents") || in.Flags["parents"] == "true"
+	parents := boolFlag(in, "parents")
 	c.exists = func(p string) (bool, error) { return s.exists(ctx, p) }
 	c.scratch = s.b.workDir
 	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs)+len(docs)+len(urls) > 1 || parents
@@ -217,8 +217,7 @@ func (s *state) splitURLs(ctx context.Context, in *Instruction, srcs []string) (
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			keep := in.Flags["keep-git-dir"] == "true" || hasFlag(in, "keep-git-dir") && in.Flags["keep-git-dir"] == ""
-			if repo, err = s.b.clone(ctx, g, keep); err != nil {
+			if repo, err = s.b.clone(ctx, g, boolFlag(in, "keep-git-dir")); err != nil {
 				return nil, nil, nil, err
 			}
 			if checksum != "" && !strings.HasPrefix(repo.commit, checksum) {
@@ -246,10 +245,10 @@ func isGitSource(in *Instruction, srcs []string) bool {
 	return in.Cmd == "add" && len(srcs) == 1 && isGit(srcs[0])
 }
 
-// hasFlag tells whether in was given --name (with or without a value).
-func hasFlag(in *Instruction, name string) bool {
-	_, ok := in.Flags[name]
-	return ok
+// boolFlag tells whether in was given --name or --name=true.
+func boolFlag(in *Instruction, name string) bool {
+	v, ok := in.Flags[name]
+	return ok && (v == "" || v == "true")
 }
 
 // document is a COPY's or ADD's heredoc: a file of the given content,

@@ -45,18 +45,18 @@ func (sec Secret) read() ([]byte, error) {
 
 // runMount is one RUN --mount, as BuildKit reads it.
 type runMount struct {
-	typ                 string // bind (default), cache, tmpfs, secret, ssh
-	target, source      string
-	from, id, sharing   string
-	env                 string
-	readonly, required  bool
-	uid, gid            int
-	mode                fs.FileMode
-	modeSet, ownerSet   bool
-	size                int64
-	spec                string // as written, expanded: part of the step's key
-	readonlySet         bool
-	hasEnv, hasRequired bool
+	typ               string // bind (default), cache, tmpfs, secret, ssh
+	target, source    string
+	from, id, sharing string
+	env               string
+	size              int64
+	uid, gid          int
+	mode              fs.FileMode
+	readonly          bool
+	required          bool
+	spec              string // as written, expanded: part of the step's key
+	// which of the fields above were given, for check and its defaults
+	readonlySet, hasRequired, hasEnv, modeSet, ownerSet bool
 }
 
 // parseMount reads a --mount value: comma-separated key=value fields (CSV
@@ -355,17 +355,16 @@ func (s *state) prepareMount(ctx context.Context, sm *stepMounts, m *runMount, n
 // a stage's or an image's files, never outside them.
 func (s *state) bindSource(ctx context.Context, m *runMount) (string, error) {
 	rel := strings.TrimPrefix(path.Clean("/"+m.source), "/")
-	var root string
 	if m.from == "" {
 		return s.contextTree(rel)
-	} else {
-		f, err := s.tree(ctx, m.from)
-		if err != nil {
-			return "", err
-		}
-		if root, err = s.b.sandbox.unpacked(ctx, f.layers); err != nil {
-			return "", fmt.Errorf("unpacking --mount from=%s: %w", m.from, err)
-		}
+	}
+	f, err := s.tree(ctx, m.from)
+	if err != nil {
+		return "", err
+	}
+	root, err := s.b.sandbox.unpacked(ctx, f.layers)
+	if err != nil {
+		return "", fmt.Errorf("unpacking --mount from=%s: %w", m.from, err)
 	}
 	r, err := os.OpenRoot(root)
 	if err != nil {
@@ -400,28 +399,9 @@ func (s *state) contextTree(rel string) (string, error) {
 		return "", err
 	}
 	dst := filepath.Join(tmp, "src")
-	err = sf.walk(rel, func(p string, d fs.DirEntry) error {
+	err = sf.walk(rel, func(p string, _ fs.DirEntry) error {
 		sub, _ := filepath.Rel(sf.abs(rel), sf.abs(p))
-		target := filepath.Join(dst, sub)
-		fi, err := os.Lstat(sf.abs(p))
-		switch {
-		case err != nil:
-			return err
-		case fi.IsDir():
-			return os.MkdirAll(target, fi.Mode().Perm())
-		case fi.Mode()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(sf.abs(p))
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case fi.Mode().IsRegular():
-			if os.Link(sf.abs(p), target) == nil {
-				return nil
-			}
-			return copyFile(sf.abs(p), target, fi.Mode())
-		}
-		return nil
+		return copyEntry(sf.abs(p), filepath.Join(dst, sub), true)
 	})
 	return dst, err
 }
@@ -624,44 +604,53 @@ func flock(ctx context.Context, f *os.File) error {
 // copyTree copies the tree at src (a directory or a file) to dst, keeping
 // modes, owners and links.
 func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	return filepath.WalkDir(src, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		fi, err := os.Lstat(p)
+		return copyEntry(p, filepath.Join(dst, rel), false)
+	})
+}
+
+// copyEntry copies the directory, symlink or file at src to target, with
+// its mode and owner; with link, a file becomes a hardlink where it can.
+// Devices, fifos and sockets are not copied.
+func copyEntry(src, target string, link bool) error {
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return err
+	}
+	switch {
+	case fi.IsDir():
+		if err := os.MkdirAll(target, fi.Mode().Perm()); err != nil {
+			return err
+		}
+	case fi.Mode()&fs.ModeSymlink != 0:
+		to, err := os.Readlink(src)
 		if err != nil {
 			return err
 		}
-		switch {
-		case fi.IsDir():
-			if err := os.MkdirAll(target, fi.Mode().Perm()); err != nil {
-				return err
-			}
-		case fi.Mode()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			if err := os.Symlink(link, target); err != nil {
-				return err
-			}
-		case fi.Mode().IsRegular():
-			if err := copyFile(p, target, fi.Mode()); err != nil {
-				return err
-			}
-		default:
-			return nil // devices, fifos, sockets: not copied
+		if err := os.Symlink(to, target); err != nil {
+			return err
 		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			os.Lchown(target, int(st.Uid), int(st.Gid))
+	case fi.Mode().IsRegular():
+		if link && os.Link(src, target) == nil {
+			return nil // the same inode: its mode and owner already
 		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			return os.Chmod(target, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+		if err := copyFile(src, target, fi.Mode()); err != nil {
+			return err
 		}
+	default:
 		return nil
-	})
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		os.Lchown(target, int(st.Uid), int(st.Gid))
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return os.Chmod(target, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+	}
+	return nil
 }
 
 func copyFile(src, dst string, mode fs.FileMode) error {

@@ -24,7 +24,9 @@ type ProgressStep interface {
 	Done(err error) // the step ended (err: it failed)
 }
 
-// nopStep is a step nobody watches.
+// Unwatched is a step nobody watches: output and ends go nowhere.
+var Unwatched ProgressStep = nopStep{}
+
 type nopStep struct{}
 
 func (nopStep) Write(b []byte) (int, error) { return len(b), nil }
@@ -50,7 +52,7 @@ func (b *builder) stepName(s *state, n, total int, what string) string {
 
 func (b *builder) startStep(s *state, n, total int, what string) ProgressStep {
 	if b.o.Progress == nil {
-		return nopStep{}
+		return Unwatched
 	}
 	return b.o.Progress.Step(b.stepName(s, n, total, what))
 }
@@ -58,7 +60,7 @@ func (b *builder) startStep(s *state, n, total int, what string) ProgressStep {
 // out is the step being built's progress, or nobody's.
 func (s *state) out() ProgressStep {
 	if s.progress == nil {
-		return nopStep{}
+		return Unwatched
 	}
 	return s.progress
 }

@@ -105,7 +105,17 @@ func (c *LocalCache) putBlob(l v1.Layer, info *LayerInfo) error {
 	if verifyFile(blob, info.Digest, info.Size) == nil {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(blob), 0o755); err != nil {
+	if err := writeBlob(blob, l, info.Digest, info.Size); err != nil {
+		return fmt.Errorf("storing layer %s in the cache: %w", info.Digest, err)
+	}
+	return nil
+}
+
+// writeBlob writes l's compressed bytes to path through a temporary file
+// beside it, renamed into place only once their digest and size are want
+// and size: a failed or lying read leaves nothing under the blob's name.
+func writeBlob(path string, l v1.Layer, want v1.Hash, size int64) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	rc, err := l.Compressed()
@@ -113,23 +123,22 @@ func (c *LocalCache) putBlob(l v1.Layer, info *LayerInfo) error {
 		return err
 	}
 	defer rc.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(blob), ".tmp-")
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), rc)
+	got, n, err := v1.SHA256(io.TeeReader(rc, tmp))
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return fmt.Errorf("storing layer %s in the cache: %w", info.Digest, err)
+	switch {
+	case err != nil:
+		return err
+	case got != want || n != size:
+		return fmt.Errorf("%w: read %d bytes with digest %s", ErrIntegrity, n, got)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != info.Digest.Hex || n != info.Size {
-		return fmt.Errorf("storing layer %s in the cache: read %d bytes with digest sha256:%s", info.Digest, n, got)
-	}
-	return os.Rename(tmp.Name(), blob)
+	return os.Rename(tmp.Name(), path)
 }
 
 // Prune removes the least recently used layers until at most keep bytes

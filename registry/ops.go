@@ -210,8 +210,3 @@ func Tags(ctx context.Context, repo string, o Options) ([]string, error) {
 	}
 	return tags, nil
 }
-
-// PushIndex writes idx to dst, by digest first, then the tag.
-func PushIndex(ctx context.Context, idx v1.ImageIndex, dst name.Reference, o Options) (v1.Hash, error) {
-	return Write(ctx, &Source{Name: dst.String(), Index: idx}, dst, o)
-}

@@ -126,6 +126,16 @@ func newRetrying(inner http.RoundTripper, r Retry) *retrying {
 }
 
 func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.send(req)
+	if err == nil && req.Method == http.MethodGet && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent) {
+		resp.Body = &resuming{t: t, req: req, body: resp.Body, size: resp.ContentLength}
+	}
+	return resp, err
+}
+
+// send sends req, again while the answer or the error says to (and req can
+// be sent again).
+func (t *retrying) send(req *http.Request) (*http.Response, error) {
 	if !replayable(req) {
 		return t.inner.RoundTrip(req)
 	}
@@ -144,9 +154,6 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !again || attempt >= t.r.Attempts {
 			if err != nil && again {
 				return nil, &gaveUpError{req, attempt, err}
-			}
-			if err == nil && req.Method == http.MethodGet && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent) {
-				resp.Body = &resuming{t: t, req: req, body: resp.Body, size: resp.ContentLength}
 			}
 			return resp, err
 		}
@@ -260,14 +267,11 @@ func (r *resuming) resume() error {
 	r.body = http.NoBody
 	req := r.req.Clone(r.req.Context())
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", r.read))
-	resp, err := r.t.RoundTrip(req)
+	resp, err := r.t.send(req)
 	if err != nil {
 		return err
 	}
 	body := resp.Body
-	if rb, ok := body.(*resuming); ok {
-		body = rb.body // one level of resuming is enough
-	}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		if !strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", r.read)) {

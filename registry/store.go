@@ -3,7 +3,6 @@ package registry
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -114,35 +113,14 @@ func (s *Store) putBlob(l v1.Layer) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(s.Dir, "blobs", h.Algorithm)
-	final := filepath.Join(dir, h.Hex)
+	final := filepath.Join(s.Dir, "blobs", h.Algorithm, h.Hex)
 	if fi, err := os.Stat(final); err == nil && fi.Size() == size {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	rc, err := l.Compressed()
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	tmp, err := os.CreateTemp(dir, ".tmp-"+h.Hex)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	got, n, err := v1.SHA256(io.TeeReader(rc, tmp))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	switch {
-	case err != nil:
+	if err := writeBlob(final, l, h, size); err != nil {
 		return fmt.Errorf("storing layer %s: %w", h, err)
-	case got != h || n != size:
-		return fmt.Errorf("storing layer %s: %w: read %d bytes with digest %s", h, ErrIntegrity, n, got)
 	}
-	return os.Rename(tmp.Name(), final)
+	return nil
 }
 
 // lock takes the store's write lock, held across processes.

@@ -36,8 +36,9 @@ type verified struct {
 	name string // the image and platform, for errors
 	max  int64  // bytes the layers may unpack to, together; 0: no bound
 
-	mu   sync.Mutex
-	read map[int]int64 // the most read of each layer's uncompressed stream
+	mu    sync.Mutex
+	read  map[int]int64 // the most read of each layer's uncompressed stream
+	total int64         // their sum
 }
 
 func verify(img v1.Image, name string, max int64) v1.Image {
@@ -105,12 +106,11 @@ func (v *verified) count(i int, n int64) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.read[i] = max(v.read[i], n)
-	var total int64
-	for _, n := range v.read {
-		total += n
+	if n > v.read[i] {
+		v.total += n - v.read[i]
+		v.read[i] = n
 	}
-	if total > v.max {
+	if v.total > v.max {
 		return fmt.Errorf("the image's layers unpack to more than %d MiB (--max-unpacked to allow more)", v.max>>20)
 	}
 	return nil

@@ -89,7 +89,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 		used, _ := o.Cache.Size()
 		assemble.PruneCacheMounts(o.CacheMounts, max(o.Cache.Max-used, 0))
 	}
-	step := assemble.ProgressStep(discard{})
+	step := assemble.Unwatched // --progress quiet
 	if display != nil {
 		step = display.Step("exporting to image")
 		o.Registry.OnProgress = pushProgress(step)
@@ -116,13 +116,6 @@ func (w warnings) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
-
-// discard is the export step nobody watches (--progress quiet).
-type discard struct{}
-
-func (discard) Write(b []byte) (int, error) { return len(b), nil }
-func (discard) Cached()                     {}
-func (discard) Done(error)                  {}
 
 // pushProgress writes a push's bytes to step, a line a second at most and
 // the last one always.

@@ -199,7 +199,7 @@ func runIndex(ctx context.Context, args []string, out, errOut io.Writer) error {
 		if err != nil {
 			return usagef("invalid tag %q: %v", t, err)
 		}
-		d, err := registry.PushIndex(ctx, idx, dst, ro)
+		d, err := registry.Write(ctx, &registry.Source{Name: dst.String(), Index: idx}, dst, ro)
 		if err != nil {
 			return err
 		}

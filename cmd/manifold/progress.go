@@ -125,14 +125,21 @@ func (s *plainStep) emit(event, text string) {
 func (s *plainStep) Write(b []byte) (int, error) {
 	s.p.mu.Lock()
 	defer s.p.mu.Unlock()
-	s.buf = append(s.buf, b...)
+	eachLine(&s.buf, b, func(line string) { s.emit("log", line) })
+	return len(b), nil
+}
+
+// eachLine adds b to what buf holds of a line and calls fn for each line
+// that is whole now.
+func eachLine(buf *[]byte, b []byte, fn func(string)) {
+	*buf = append(*buf, b...)
 	for {
-		i := bytes.IndexByte(s.buf, '\n')
+		i := bytes.IndexByte(*buf, '\n')
 		if i < 0 {
-			return len(b), nil
+			return
 		}
-		s.emit("log", string(s.buf[:i]))
-		s.buf = s.buf[i+1:]
+		fn(string((*buf)[:i]))
+		*buf = (*buf)[i+1:]
 	}
 }
 
@@ -222,18 +229,13 @@ func (t *tty) close() {
 func (s *ttyStep) Write(b []byte) (int, error) {
 	s.t.mu.Lock()
 	defer s.t.mu.Unlock()
-	s.partial = append(s.partial, b...)
-	for {
-		i := bytes.IndexByte(s.partial, '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		s.tail = append(s.tail, string(s.partial[:i]))
+	eachLine(&s.partial, b, func(line string) {
+		s.tail = append(s.tail, line)
 		if len(s.tail) > ttyTail {
 			s.tail = s.tail[len(s.tail)-ttyTail:]
 		}
-		s.partial = s.partial[i+1:]
-	}
+	})
+	return len(b), nil
 }
 
 func (s *ttyStep) Cached() {

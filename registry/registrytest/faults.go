@@ -123,7 +123,6 @@ func Faulty(t testing.TB, target string, f Faults) (string, *FaultLog) {
 	l := &FaultLog{n: map[Fault]int{}, seen: map[string]int{}, faults: f}
 	u, _ := url.Parse("http://" + target)
 	proxy := httputil.NewSingleHostReverseProxy(u)
-	proxy.ErrorLog = nil
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		kind, ok := l.pick(r)
 		if !ok {

@@ -115,10 +115,29 @@ func Memory(t testing.TB) (string, *Log) {
 // the host:port (on 127.0.0.1) of a logging proxy in front of it.
 func Distribution(t testing.TB) (string, *Log) {
 	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	testkit.Require(t, err == nil, "docker-registry not installed (apt-get install docker-registry)")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "registry.sock")
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	serveDistribution(t, dir, fmt.Sprintf("http:\n  net: unix\n  addr: %s\n", sock), func() bool {
+		resp, err := (&http.Client{Transport: tr}).Get("http://registry/v2/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	return logged(t, tr)
+}
+
+// serveDistribution runs docker-registry for the rest of the test with a
+// config of a quiet log, storage in dir/data, and rest (its http and auth
+// sections), and waits until ready says it answers.
+func serveDistribution(t testing.TB, dir, rest string, ready func() bool) {
+	t.Helper()
+	bin, err := exec.LookPath("docker-registry")
+	testkit.Require(t, err == nil, "docker-registry not installed (apt-get install docker-registry)")
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: error
@@ -129,10 +148,7 @@ storage:
     rootdirectory: %s
   delete:
     enabled: true
-http:
-  net: unix
-  addr: %s
-`, filepath.Join(dir, "data"), sock)
+`, filepath.Join(dir, "data")) + rest
 	cfgFile := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -148,22 +164,13 @@ http:
 		cmd.Wait()
 		out.Close()
 	})
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}
-	t.Cleanup(tr.CloseIdleConnections)
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := (&http.Client{Transport: tr}).Get("http://registry/v2/")
-		if err == nil {
-			resp.Body.Close()
-			return logged(t, tr)
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if ready() {
+			return
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	logged, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
-	t.Fatalf("docker-registry did not answer on %s:\n%s", sock, logged)
-	return "", nil
+	t.Fatalf("docker-registry did not answer:\n%s", logged)
 }
 
 // logged puts a logging reverse proxy, on a loopback port, in front of the
@@ -191,8 +198,6 @@ func (l *Log) wrap(h http.Handler) http.Handler {
 // PEM file.
 func DistributionAuth(t testing.TB, user, password string) (host, caFile string) {
 	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	testkit.Require(t, err == nil, "docker-registry not installed (apt-get install docker-registry)")
 	dir := t.TempDir()
 	caFile, certFile, keyFile := writeTestCA(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
@@ -207,15 +212,7 @@ func DistributionAuth(t testing.TB, user, password string) (host, caFile string)
 	}
 	host = l.Addr().String()
 	l.Close()
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-http:
+	serveDistribution(t, dir, fmt.Sprintf(`http:
   addr: %s
   tls:
     certificate: %s
@@ -224,31 +221,14 @@ auth:
   htpasswd:
     realm: manifold-test
     path: %s
-`, filepath.Join(dir, "data"), host, certFile, keyFile, htpasswd)
-	cfgFile := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfgFile, []byte(cfg), 0o644)
-	cmd := exec.Command(bin, "serve", cfgFile)
-	out, _ := os.Create(filepath.Join(dir, "registry.log"))
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting docker-registry: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		out.Close()
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", host); err == nil {
+`, host, certFile, keyFile, htpasswd), func() bool {
+		c, err := net.Dial("tcp", host)
+		if err == nil {
 			c.Close()
-			return host, caFile
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	logged, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
-	t.Fatalf("docker-registry did not listen on %s:\n%s", host, logged)
-	return "", ""
+		return err == nil
+	})
+	return host, caFile
 }
 
 // writeTestCA makes a CA and a certificate it signs for 127.0.0.1 and
