@@ -38,8 +38,11 @@ func TestAddTarXzWithChownStaysInside(t *testing.T) {
 			t.Errorf("%s: %+v (present %v), want %q owned 5:6, mode 0640", name, f, ok, data)
 		}
 	}
-	if d, ok := files["dst/"]; !ok || d.UID != 5 || d.GID != 6 || d.Mode != 0o755 || len(files) != 4 {
-		t.Errorf("the layer holds %v, want /dst made 0755 and 5:6 (as BuildKit makes it) and the three files in it", files)
+	if d, ok := files["dst/"]; !ok || d.UID != 5 || d.GID != 6 || d.Mode != 0o755 || len(files) != 5 {
+		t.Errorf("the layer holds %v, want /dst made 0755 and 5:6 (as BuildKit makes it), the three files and inside/", files)
+	}
+	if d, ok := files["dst/inside/"]; !ok || d.UID != 0 || d.GID != 0 || d.Mode != 0o755 {
+		t.Errorf("dst/inside/, which the archive implies: %+v (present %v), want 0755 and root's as extraction makes it", d, ok)
 	}
 }
 

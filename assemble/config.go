@@ -1,6 +1,8 @@
 package assemble
 
 import (
+	"archive/tar"
+	"context"
 	"encoding/json"
 	"fmt"
 	"path"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/manifold-build/manifold/layers"
 )
 
 // metadata runs an instruction that only edits the image config: no layer
@@ -47,9 +51,6 @@ func (s *state) metadata(in *Instruction) error {
 			return fmt.Errorf("SHELL needs the JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]")
 		}
 		c.Shell = append([]string(nil), in.Args...)
-	case "workdir":
-		err = s.workdir(in)
-		said = " " + c.WorkingDir
 	case "user":
 		c.User, err = s.oneWord(in)
 		said = " " + c.User
@@ -145,13 +146,74 @@ func (s *state) oneWord(in *Instruction) (string, error) {
 	return s.expand(in.Args[0])
 }
 
-func (s *state) workdir(in *Instruction) error {
+func (s *state) workdir(ctx context.Context, in *Instruction) error {
 	dir, err := s.oneWord(in)
 	if err != nil {
 		return err
 	}
-	s.cfg.Config.WorkingDir = s.resolve(dir)
-	return nil
+	wd := s.resolve(dir)
+	s.cfg.Config.WorkingDir = wd
+	if wd == "/" {
+		s.record(in, "WORKDIR /", true, time.Time{})
+		return nil
+	}
+	k := key(s.key, "WORKDIR", wd, s.cfg.Config.User)
+	return s.cached(k, in, func() (*stepResult, error) {
+		l, err := s.workdirLayer(ctx, wd)
+		return &stepResult{layer: l, createdBy: "WORKDIR " + wd}, err
+	})
+}
+
+// workdirLayer makes the directory WORKDIR names, and its parents, where
+// the stage lacks them, as BuildKit does: 0755, owned by the USER in
+// effect. With nothing to make the layer is empty, as BuildKit's is.
+func (s *state) workdirLayer(ctx context.Context, wd string) (v1.Layer, error) {
+	real, err := s.realPath(ctx, wd)
+	if err != nil {
+		return nil, err
+	}
+	known, err := s.pathHeaders(ctx, real)
+	if err != nil {
+		return nil, err
+	}
+	if h := known[real]; h != nil && h.Typeflag == tar.TypeDir {
+		return layers.New(func(tw *tar.Writer) error { return nil }, s.layerOptions())
+	}
+	ids, err := s.workdirOwner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := &copier{known: known, ids: ids}
+	if err := c.createDirs(real); err != nil {
+		return nil, fmt.Errorf("WORKDIR %s: %w", wd, err)
+	}
+	return layers.New(func(tw *tar.Writer) error { return layers.Write(tw, c.entries, s.b.o.Epoch) }, s.layerOptions())
+}
+
+// workdirOwner is who owns the directories WORKDIR makes: the USER in
+// effect, found as BuildKit's file operations find it (numbers as they
+// are, a user number alone its own group too; a name the image lacks is
+// root's).
+func (s *state) workdirOwner(ctx context.Context) (*idPair, error) {
+	spec := s.cfg.Config.User
+	if spec == "" {
+		return nil, nil
+	}
+	users, err := s.users(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name, group, _ := strings.Cut(spec, ":")
+	var ids idPair
+	if u, err := users.Lookup(name, true); err == nil {
+		ids = idPair{u.UID, u.GID}
+	}
+	if group != "" {
+		if g, err := users.Lookup("0:"+group, true); err == nil {
+			ids.GID = g.GID
+		}
+	}
+	return &ids, nil
 }
 
 // resolve makes p absolute against the working directory.
@@ -243,6 +305,7 @@ func (s *state) healthcheck(in *Instruction) error {
 			return fmt.Errorf("HEALTHCHECK NONE takes no arguments")
 		}
 		s.cfg.Config.Healthcheck = &v1.HealthConfig{Test: []string{"NONE"}}
+		s.startInterval = 0
 		return nil
 	}
 	if kind != "CMD" || len(in.Args) < 2 {
@@ -265,6 +328,14 @@ func (s *state) healthcheck(in *Instruction) error {
 			}
 			*dst = d
 		}
+	}
+	s.startInterval = 0
+	if v, ok := in.Flags["start-interval"]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("HEALTHCHECK --start-interval: %w", err)
+		}
+		s.startInterval = d
 	}
 	if v, ok := in.Flags["retries"]; ok {
 		n, err := strconv.Atoi(v)

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -104,17 +106,19 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 		}
 	}
 	parents := boolFlag(in, "parents")
-	c.exists = func(p string) (bool, error) { return s.exists(ctx, p) }
 	c.scratch = s.b.workDir
 	c.toDir = strings.HasSuffix(dest, "/") || path.Base(dest) == "." || path.Base(dest) == ".." || len(srcs)+len(docs)+len(urls) > 1 || parents
-	c.dest = s.resolve(dest)
-	if !c.toDir {
-		if c.toDir, err = s.isDir(ctx, c.dest); err != nil {
-			return nil, err
-		}
+	if c.dest, err = s.realPath(ctx, s.resolve(dest)); err != nil {
+		return nil, err
+	}
+	if c.known, err = s.pathHeaders(ctx, c.dest); err != nil {
+		return nil, err
+	}
+	if h := c.known[c.dest]; !c.toDir && h != nil && h.Typeflag == tar.TypeDir {
+		c.toDir = true
 	}
 	opts := s.layerOptions()
-	k := key("", "layer", in.Cmd, from, srcs, docs, keyOf(urls), c.dest, c.toDir, ids, in.Flags["chmod"], in.FlagList["exclude"], parents, c.unpack, opts.MediaType, opts.Compression, s.b.o.Epoch)
+	k := key("", "layer", in.Cmd, from, srcs, docs, keyOf(urls), c.dest, c.toDir, ids, in.Flags["chmod"], in.FlagList["exclude"], parents, c.unpack, opts.MediaType, opts.Compression, s.b.o.Epoch, headersKey(c.known))
 	return s.b.layer(k, func() (v1.Layer, error) {
 		dir := path.Dir(c.dest)
 		if c.toDir {
@@ -142,6 +146,9 @@ func (s *state) copyLayer(ctx context.Context, in *Instruction, srcs []string, d
 				return nil, err
 			}
 		}
+		if c.nth == 0 && len(docs)+len(urls) == 0 {
+			c.entries = nil // wildcards that matched nothing make no directory either
+		}
 		return layers.New(func(tw *tar.Writer) error { return layers.Write(tw, c.entries, s.b.o.Epoch) }, opts)
 	})
 }
@@ -150,38 +157,53 @@ func (s *state) layerOptions() layers.Options {
 	return layers.Options{Compression: s.b.o.Compression, MediaType: layers.MediaTypeFor(s.mediaType, s.b.o.Compression), Dir: s.b.layerDir}
 }
 
-// exists tells whether p is in the stage (following symlinks).
-func (s *state) exists(ctx context.Context, p string) (bool, error) {
-	found, _, err := s.lookupPath(ctx, p)
-	return found, err
-}
-
-// isDir tells whether p is a directory in the stage (following symlinks),
-// as Docker decides where a destination without a trailing slash goes.
-// Without the stage's files at hand, it reads layers top-down until one
-// settles it: a trailing slash spares that.
-func (s *state) isDir(ctx context.Context, p string) (bool, error) {
-	_, dir, err := s.lookupPath(ctx, p)
-	return dir, err
-}
-
-// lookupPath finds p in the stage, following symlinks: in its unpacked tree
-// when there is one, else in its layers from the top down, until one
-// settles it.
-func (s *state) lookupPath(ctx context.Context, p string) (found, dir bool, err error) {
+// realPath is p in the stage with the symlinks of every component
+// followed, its last one too, as BuildKit resolves a COPY's destination
+// and a WORKDIR ("/" for the root): in the unpacked tree when there is
+// one, else in the layers from the top down, until they settle it.
+func (s *state) realPath(ctx context.Context, p string) (string, error) {
+	var rel string
+	var err error
 	if s.unpacked() {
-		fi, err := s.stat(p)
-		return err == nil, err == nil && fi.IsDir(), nil
+		rel, err = layers.ResolveStack(s.dirs, p)
+	} else {
+		rel, err = s.b.catalog.Resolve(ctx, s.layers, p)
 	}
-	h, err := s.b.catalog.StatFollow(ctx, s.layers, p)
-	return h != nil, h != nil && h.Typeflag == tar.TypeDir, err
+	return "/" + rel, err
+}
+
+// header tells what the stage holds at the real path p, as a layer entry's
+// header: nil when nothing is there.
+func (s *state) header(ctx context.Context, p string) (*tar.Header, error) {
+	rel := strings.TrimPrefix(path.Clean("/"+p), "/")
+	switch {
+	case rel == "":
+		return &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755}, nil
+	case s.unpacked():
+		return layers.StatStack(s.dirs, rel)
+	}
+	return s.b.catalog.Stat(ctx, s.layers, rel)
+}
+
+// pathHeaders looks up p and each of its parents in the stage: what a
+// layer that writes at p must list them as (nil: not there).
+func (s *state) pathHeaders(ctx context.Context, p string) (map[string]*tar.Header, error) {
+	out := map[string]*tar.Header{}
+	for ; p != "/" && p != "."; p = path.Dir(p) {
+		h, err := s.header(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = h
+	}
+	return out, nil
 }
 
 type copier struct {
-	exists  func(p string) (bool, error) // whether p is in the stage
-	scratch string                       // where extracted files wait for the layer
-	nth     int                          // which source is being copied
-	made    map[string]bool              // directories given an entry
+	known   map[string]*tar.Header // the stage's entries at the destination and its parents (nil: none)
+	scratch string                 // where extracted files wait for the layer
+	nth     int                    // which source is being copied
+	made    map[string]bool        // directories given an entry
 	sf      *sourceFS
 	ids     *idPair
 	mode    *fs.FileMode
@@ -427,33 +449,47 @@ func (c *copier) one(name string) error {
 	return c.entry(rel, target)
 }
 
-// createDirs gives the layer an entry for dir and each of its parents that
-// the stage lacks, as BuildKit makes them: 0755, or the --chmod mode, and
-// the --chown owner; a directory that exists is left alone (/tmp keeps
-// 1777). Without --chown and --chmod the layer needs no entries (readers
-// make a missing parent 0755 and root's, as BuildKit's entries would say),
-// which spares looking the destination up in the base's layers.
+// createDirs gives the layer an entry for dir and each of its parents, as
+// BuildKit's layer lists them: a directory the stage has as it is there
+// (/tmp keeps 1777), one the COPY makes 0755, or the --chmod mode, and the
+// --chown owner.
 func (c *copier) createDirs(dir string) error {
-	if dir == "/" || dir == "." || c.ids == nil && c.mode == nil || c.made[dir] {
+	if dir == "/" || dir == "." || c.made[dir] {
 		return nil
-	}
-	exists, err := c.exists(dir)
-	if err != nil || exists {
-		return err
 	}
 	if err := c.createDirs(path.Dir(dir)); err != nil {
 		return err
 	}
-	h := tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}
-	if c.mode != nil {
-		h.Mode = int64(*c.mode)
+	h := c.known[dir]
+	switch {
+	case h == nil:
+		h = &tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}
+		if c.mode != nil {
+			h.Mode = int64(*c.mode)
+		}
+		if c.ids != nil {
+			h.Uid, h.Gid = c.ids.UID, c.ids.GID
+		}
+	case h.Typeflag != tar.TypeDir:
+		return fmt.Errorf("cannot copy into %s: it is not a directory in the image", dir)
 	}
-	if c.ids != nil {
-		h.Uid, h.Gid = c.ids.UID, c.ids.GID
-	}
-	c.entries = append(c.entries, layers.Entry{Header: h})
+	e := layers.Entry{Header: *h}
+	e.Name = dir
+	c.entries = append(c.entries, e)
 	c.mark(dir)
 	return nil
+}
+
+// headersKey is what the headers that pathHeaders found put into a
+// layer's key.
+func headersKey(hs map[string]*tar.Header) string {
+	var b strings.Builder
+	for _, p := range slices.Sorted(maps.Keys(hs)) {
+		if h := hs[p]; h != nil {
+			fmt.Fprintf(&b, "%s %c %o %d:%d %d %q %v\n", p, h.Typeflag, h.Mode, h.Uid, h.Gid, h.ModTime.Unix(), h.Linkname, h.PAXRecords)
+		}
+	}
+	return b.String()
 }
 
 func (c *copier) entry(rel, target string) error {

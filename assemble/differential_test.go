@@ -6,7 +6,9 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -34,10 +36,7 @@ import (
 
 // knownDifferences are the cases where manifold still gives another image
 // than BuildKit, with the reason; the README lists them too.
-var knownDifferences = map[string]string{
-	"workdir":     "WORKDIR does not create its directory: BuildKit makes it at the WORKDIR line",
-	"copy-dotdot": "WORKDIR does not create its directory: BuildKit makes it at the WORKDIR line",
-}
+var knownDifferences = map[string]string{}
 
 // The differential suite: every case of testdata/differential/cases.txt
 // built by manifold and by BuildKit v0.34.2 itself, for linux/amd64 and
@@ -260,7 +259,20 @@ func imageView(t *testing.T, img v1.Image) []string {
 		t.Fatal(err)
 	}
 	c := cf.Config
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hc struct { // what go-containerregistry's config type lacks
+		Config struct {
+			Healthcheck struct{ StartInterval time.Duration }
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(raw, &hc); err != nil {
+		t.Fatal(err)
+	}
 	out := []string{
+		fmt.Sprintf("Healthcheck.StartInterval %v", hc.Config.Healthcheck.StartInterval),
 		fmt.Sprintf("platform %s/%s/%s", cf.OS, cf.Architecture, cf.Variant),
 		fmt.Sprintf("Env %q", c.Env), fmt.Sprintf("Cmd %q", c.Cmd), fmt.Sprintf("Entrypoint %q", c.Entrypoint),
 		fmt.Sprintf("WorkingDir %q", c.WorkingDir), fmt.Sprintf("User %q", c.User), fmt.Sprintf("Labels %v", c.Labels),
@@ -272,6 +284,7 @@ func imageView(t *testing.T, img v1.Image) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	out = append(out, layerEntries(t, ls)...)
 	dir := t.TempDir()
 	if err := layers.Unpack(context.Background(), dir, ls); err != nil {
 		t.Fatal(err)
@@ -304,4 +317,38 @@ func imageView(t *testing.T, img v1.Image) []string {
 	})
 	sort.Strings(files)
 	return append(out, files...)
+}
+
+// layerEntries lists every layer's entries in order: the directories a
+// step's layer lists, with their owners and modes, are what other readers
+// of the image see, whatever manifold's own unpacking would make of them.
+func layerEntries(t *testing.T, ls []v1.Layer) []string {
+	t.Helper()
+	var out []string
+	for i, l := range ls {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("layer %d: %v", i+1, err)
+			}
+			line := fmt.Sprintf("layer %d: %s %c %o %d:%d", i+1, strings.TrimSuffix(h.Name, "/"), h.Typeflag, h.Mode&0o7777, h.Uid, h.Gid)
+			switch h.Typeflag {
+			case tar.TypeReg:
+				line += fmt.Sprintf(" %d", h.Size)
+			case tar.TypeSymlink, tar.TypeLink:
+				line += " -> " + h.Linkname
+			}
+			out = append(out, line)
+		}
+		rc.Close()
+	}
+	return out
 }

@@ -74,7 +74,7 @@ var allowedFlags = map[string][]string{
 	"copy":        {"from", "chown", "chmod", "link", "parents", "exclude"},
 	"add":         {"chown", "chmod", "link", "exclude", "checksum", "unpack", "keep-git-dir"},
 	"run":         {"network", "mount", "security"},
-	"healthcheck": {"interval", "timeout", "start-period", "retries"},
+	"healthcheck": {"interval", "timeout", "start-period", "start-interval", "retries"},
 }
 
 // laterFlags are BuildKit flags manifold does not support yet.

@@ -20,11 +20,12 @@ import (
 func (s *state) unpacked() bool { return s.dirLayers == len(s.layers) && len(s.dirs) > 0 }
 
 // readFiles reads files of the stage: from its unpacked tree when there is
-// one, else from its layers top-down, fetching no layer below those that
-// settle them. Absent files are missing from the result.
+// one, else from its layers top-down through the catalog, fetching no
+// layer below those that settle them, and none twice. Absent files are
+// missing from the result.
 func (s *state) readFiles(ctx context.Context, names ...string) (map[string][]byte, error) {
 	if !s.unpacked() {
-		return layers.ReadFiles(ctx, s.layers, names...)
+		return s.b.catalog.ReadFiles(ctx, s.layers, names...)
 	}
 	out := map[string][]byte{}
 	for _, n := range names {

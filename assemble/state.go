@@ -32,15 +32,18 @@ type state struct {
 	baseName  string          // the base's reference, for the OCI base annotations
 	mediaType types.MediaType // the manifest type new images take
 	cfg       *v1.ConfigFile
-	layers    []v1.Layer // base layers then added ones
-	nBase     int        // how many of layers the base had
-	history   []v1.History
-	key       string    // the cache key of the stage's files so far
-	clock     time.Time // when the newest layer step ran, here or in a cache (zero: none yet)
-	args      []string  // ARGs declared in this stage, K=V
-	cmdSet    bool      // CMD was set in this stage
-	dirs      []string  // unpacked filesystem: one directory per layer group, bottom first
-	dirLayers int       // how many of layers dirs covers
+	// startInterval is the healthcheck's --start-interval, which cfg's
+	// type has no field for (rawconfig.go).
+	startInterval time.Duration
+	layers        []v1.Layer // base layers then added ones
+	nBase         int        // how many of layers the base had
+	history       []v1.History
+	key           string    // the cache key of the stage's files so far
+	clock         time.Time // when the newest layer step ran, here or in a cache (zero: none yet)
+	args          []string  // ARGs declared in this stage, K=V
+	cmdSet        bool      // CMD was set in this stage
+	dirs          []string  // unpacked filesystem: one directory per layer group, bottom first
+	dirLayers     int       // how many of layers dirs covers
 
 	userDB       *emulate.Users // /etc/passwd and /etc/group, when read
 	userDBLayers int            // len(layers) when userDB was read
@@ -79,8 +82,12 @@ func newImageState(b *builder, st *Stage, plat, target platform.Platform, img v1
 	if len(cfg.Config.Env) == 0 {
 		cfg.Config.Env = []string{"PATH=" + defaultPath}
 	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
 	s := &state{b: b, stage: st, platform: plat, target: target, base: img, baseDesc: desc, baseName: name,
-		mediaType: mt, cfg: cfg, layers: ls, nBase: len(ls)}
+		mediaType: mt, cfg: cfg, startInterval: startIntervalOf(raw), layers: ls, nBase: len(ls)}
 	s.key = key("", "image", desc.Digest.String(), plat.String(), s.layerOptions().MediaType, b.o.Compression, b.o.Epoch)
 	return s, nil
 }
@@ -156,6 +163,8 @@ func (s *state) step(ctx context.Context, in *Instruction) error {
 		return s.copy(ctx, in)
 	case "run":
 		return s.run(ctx, in)
+	case "workdir":
+		return s.workdir(ctx, in)
 	}
 	return s.metadata(in)
 }
@@ -223,7 +232,7 @@ func (s *state) image() (v1.Image, error) {
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return nil, err
 	}
-	return s.annotate(img), nil
+	return withStartInterval(s.annotate(img), s.startInterval)
 }
 
 // annotate names the base in an OCI manifest's annotations, as ko and the

@@ -24,6 +24,7 @@ type Catalog struct {
 type listing struct {
 	once    sync.Once
 	entries map[string]*tar.Header // with the directories they imply
+	kept    map[string][]byte      // the contents of keptFiles it holds
 	deletions
 	err error
 }
@@ -55,23 +56,58 @@ func (c *Catalog) Stat(ctx context.Context, ls []v1.Layer, name string) (*tar.He
 	return nil, nil
 }
 
-// StatFollow is Stat after following the symlinks of every component of
-// name, as the image's file system would show it.
-func (c *Catalog) StatFollow(ctx context.Context, ls []v1.Layer, name string) (*tar.Header, error) {
-	rel, err := resolveLinks(name, func(rel string) (string, bool, error) {
+// Resolve follows the symlinks of every component of name in the image
+// whose layers are ls, and returns the real path, relative to the root
+// ("" for the root itself); components that do not exist are taken as
+// they are.
+func (c *Catalog) Resolve(ctx context.Context, ls []v1.Layer, name string) (string, error) {
+	return resolveLinks(name, func(rel string) (string, bool, error) {
 		h, err := c.Stat(ctx, ls, rel)
 		if err != nil || h == nil || h.Typeflag != tar.TypeSymlink {
 			return "", false, err
 		}
 		return h.Linkname, true, nil
 	})
-	if err != nil {
-		return nil, err
+}
+
+// keptFiles are the files whose bytes a listing keeps, for ReadFiles: the
+// user database that USER, WORKDIR and --chown look names up in.
+var keptFiles = map[string]bool{"etc/passwd": true, "etc/group": true}
+
+// maxKept bounds the bytes a listing keeps of one file.
+const maxKept = 4 << 20
+
+// ReadFiles is layers.ReadFiles through the catalog: each layer is read at
+// most once for every lookup and platform that shares it. names outside
+// keptFiles are read from the layers directly.
+func (c *Catalog) ReadFiles(ctx context.Context, ls []v1.Layer, names ...string) (map[string][]byte, error) {
+	for _, n := range names {
+		if !keptFiles[n] {
+			return ReadFiles(ctx, ls, names...)
+		}
 	}
-	if rel == "" {
-		return &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755}, nil // the root
+	out := map[string][]byte{}
+	for _, n := range names {
+		for i := len(ls) - 1; i >= 0; i-- {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			lst, err := c.listing(ls[i])
+			if err != nil {
+				return nil, fmt.Errorf("reading layer %d: %w", i+1, err)
+			}
+			if h, ok := lst.entries[n]; ok {
+				if data, ok := lst.kept[n]; ok && h.Typeflag == tar.TypeReg {
+					out[n] = data
+				}
+				break
+			}
+			if lst.hides(n) {
+				break
+			}
+		}
 	}
-	return c.Stat(ctx, ls, rel)
+	return out, nil
 }
 
 func (c *Catalog) listing(l v1.Layer) (*listing, error) {
@@ -115,6 +151,16 @@ func (lst *listing) add(tr *tar.Reader) error {
 			h.Name = n
 			lst.entries[n] = h
 			lst.imply(path.Dir(n))
+		}
+		if keptFiles[n] && h.Typeflag == tar.TypeReg && h.Size <= maxKept {
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				return err
+			}
+			if lst.kept == nil {
+				lst.kept = map[string][]byte{}
+			}
+			lst.kept[n] = data
 		}
 	}
 }

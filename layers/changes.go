@@ -21,9 +21,11 @@ type ChangeOptions struct {
 }
 
 // Changes lists what a step changed, from its overlayfs upper directory:
-// a 0/0 character device is a deletion and becomes a ".wh." entry, an
-// opaque directory gets a ".wh..wh..opq" entry, overlay xattrs are
-// dropped. A directory that was only copied up, unchanged, is left out.
+// a 0/0 character device is a deletion and becomes a ".wh." entry; in an
+// opaque directory (one the step removed and made again) each name that
+// the lower layers show there and the step did not make again becomes a
+// ".wh." entry too, as BuildKit's layers list it, rather than one opaque
+// marker; overlay xattrs are dropped. A directory that was only copied up, unchanged, is left out.
 // The cost follows the size of upper, not of the root filesystem.
 func Changes(upper string, lowers []string, o ChangeOptions) ([]Entry, error) {
 	c := &changes{upper: upper, lowers: lowers, o: o}
@@ -44,6 +46,11 @@ func (c *changes) dir(rel string, hidden bool) ([]Entry, error) {
 		return nil, err
 	}
 	var out []Entry
+	if hidden {
+		if out, err = c.deletedBelow(rel, des); err != nil {
+			return nil, err
+		}
+	}
 	for _, de := range des {
 		p := path.Join(rel, de.Name())
 		host := filepath.Join(c.upper, p)
@@ -76,10 +83,49 @@ func (c *changes) dir(rel string, hidden bool) ([]Entry, error) {
 			return nil, err
 		}
 		out = append(out, c.mapIDs(e))
-		if opaque {
-			out = append(out, whiteout(path.Join(p, whOpaque), fi))
-		}
 		out = append(out, sub...)
+	}
+	return out, nil
+}
+
+// deletedBelow lists, as deletions, what the lower layers show in the
+// directory rel that upper, whose entries there are des, hides: rel is in a
+// directory that the step removed and made again.
+func (c *changes) deletedBelow(rel string, des []fs.DirEntry) ([]Entry, error) {
+	made := map[string]bool{}
+	for _, de := range des {
+		made[de.Name()] = true
+	}
+	var out []Entry
+	for i := len(c.lowers) - 1; i >= 0; i-- {
+		dir := filepath.Join(c.lowers[i], rel)
+		fi, err := os.Lstat(dir)
+		switch {
+		case err == nil && !fi.IsDir():
+			return out, nil // a file or a deletion here: nothing below shows
+		case err == nil:
+			lower, err := os.ReadDir(dir)
+			if err != nil {
+				return nil, err
+			}
+			for _, de := range lower {
+				if made[de.Name()] {
+					continue
+				}
+				made[de.Name()] = true
+				if info, err := de.Info(); err == nil && !isWhiteout(info) {
+					out = append(out, whiteout(path.Join(rel, whPrefix+de.Name()), fi))
+				}
+			}
+			if isOpaque(dir) {
+				return out, nil
+			}
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return nil, err
+		}
+		if hiddenBelow(c.lowers[i], rel) {
+			break
+		}
 	}
 	return out, nil
 }

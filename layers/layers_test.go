@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -478,5 +479,44 @@ func TestDiffSnapshotStacksLikeTheLayers(t *testing.T) {
 		if (gerr == nil) != (werr == nil) {
 			t.Errorf("%s: in the overlay %v, unpacked %v", p, gerr, werr)
 		}
+	}
+}
+
+// A directory that a step removed and made again (opaque in the upper
+// directory) becomes, as in BuildKit's layers, a deletion for each name the
+// lower layers show there that the step did not make again, at every depth,
+// and no opaque marker.
+func TestChangesListDeletionsInAReplacedDirectory(t *testing.T) {
+	testkit.Require(t, os.Geteuid() == 0, "root, to mark an overlayfs directory opaque")
+	low, mid, upper := t.TempDir(), t.TempDir(), t.TempDir()
+	mk := func(root, name, data string) {
+		p := filepath.Join(root, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(data), 0o644)
+	}
+	mk(low, "root/old", "o")
+	mk(low, "root/sub/f", "f")
+	mk(low, "root/gone", "g")
+	os.MkdirAll(filepath.Join(mid, "root"), 0o755)
+	if err := unix.Mknod(filepath.Join(mid, "root/gone"), unix.S_IFCHR, 0); err != nil {
+		t.Fatal(err)
+	}
+	mk(mid, "root/mid", "m")
+	mk(upper, "root/new", "n")
+	os.MkdirAll(filepath.Join(upper, "root/sub"), 0o755)
+	if err := unix.Setxattr(filepath.Join(upper, "root"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+		t.Fatal(err)
+	}
+	es, err := Changes(upper, []string{low, mid}, ChangeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name)
+	}
+	slices.Sort(names)
+	if got, want := strings.Join(names, " "), "root root/.wh.mid root/.wh.old root/new root/sub root/sub/.wh.f"; got != want {
+		t.Errorf("entries %q, want %q", got, want)
 	}
 }

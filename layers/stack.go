@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"archive/tar"
 	"errors"
 	"io/fs"
 	"os"
@@ -14,7 +15,22 @@ import (
 // devices, opaque directories carry an overlay.opaque xattr) lives on the
 // host, following symlinks inside the stack as overlayfs would show them.
 func Lookup(dirs []string, p string) (string, error) {
-	rel, err := resolveLinks(p, func(rel string) (string, bool, error) {
+	rel, err := ResolveStack(dirs, p)
+	if err != nil {
+		return "", err
+	}
+	if rel == "" {
+		return dirs[len(dirs)-1], nil // the root itself
+	}
+	host, _, err := find(dirs, rel)
+	return host, err
+}
+
+// ResolveStack follows the symlinks of every component of p in the stack,
+// as overlayfs would show them, and returns the real path relative to the
+// root ("" for the root itself).
+func ResolveStack(dirs []string, p string) (string, error) {
+	return resolveLinks(p, func(rel string) (string, bool, error) {
 		host, fi, err := find(dirs, rel)
 		if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode()&fs.ModeSymlink == 0 {
 			return "", false, nil
@@ -25,14 +41,24 @@ func Lookup(dirs []string, p string) (string, error) {
 		target, err := os.Readlink(host)
 		return target, true, err
 	})
-	if err != nil {
-		return "", err
-	}
-	if rel == "" {
-		return dirs[len(dirs)-1], nil // the root itself
-	}
+}
+
+// StatStack describes what the stack holds at rel, its last component not
+// followed, as a layer entry's header (Name rel): nil when nothing is
+// there.
+func StatStack(dirs []string, rel string) (*tar.Header, error) {
 	host, _, err := find(dirs, rel)
-	return host, err
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	e, err := EntryFor(host, rel)
+	if err != nil {
+		return nil, err
+	}
+	return &e.Header, nil
 }
 
 // find returns the topmost directory's copy of rel, stopping at whiteouts

@@ -23,12 +23,14 @@ type Entry struct {
 	Inode string
 }
 
-// Write writes entries as a deterministic tar stream: sorted by path (parents
-// before children), owner names dropped, times cut to whole seconds and
+// Write writes entries as a deterministic tar stream: one entry per path
+// (the last given), every parent directory listed (one that entries do
+// not give is 0755 and root's, as an archive's extraction makes it),
+// sorted by path (parents before children), owner names dropped, times cut to whole seconds and
 // clamped to epoch when it is not nil, hardlinks pointing at the first name
 // of their file.
 func Write(tw *tar.Writer, entries []Entry, epoch *time.Time) error {
-	sorted := lastOfEach(entries)
+	sorted := withParents(lastOfEach(entries))
 	for i := range sorted {
 		normalize(&sorted[i].Header, epoch)
 	}
@@ -64,6 +66,22 @@ func lastOfEach(entries []Entry) []Entry {
 		}
 	}
 	return out
+}
+
+// withParents adds an entry for each parent directory that entries imply
+// but do not list.
+func withParents(entries []Entry) []Entry {
+	listed := map[string]bool{}
+	for _, e := range entries {
+		listed[strings.Trim(path.Clean("/"+e.Name), "/")] = true
+	}
+	for _, e := range entries {
+		for dir := path.Dir(strings.Trim(path.Clean("/"+e.Name), "/")); dir != "." && !listed[dir]; dir = path.Dir(dir) {
+			listed[dir] = true
+			entries = append(entries, Entry{Header: tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}})
+		}
+	}
+	return entries
 }
 
 func writeEntry(tw *tar.Writer, e Entry) error {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // BuildKitd is BuildKit's daemon (v0.34.2, the engine of docker buildx),
@@ -89,6 +91,14 @@ func HostQemu(t testing.TB, arch string) {
 	LockHost(t, "binfmt")
 	conf, err := os.ReadFile("/usr/lib/binfmt.d/qemu-" + arch + ".conf")
 	Require(t, err == nil, "Debian's qemu-user-static registration for %s", arch)
+	if _, err := os.Stat("/proc/sys/fs/binfmt_misc/register"); err != nil {
+		// Not mounted (a fresh machine without systemd): mount it for the
+		// test, and take it away again after.
+		if err := unix.Mount("binfmt_misc", "/proc/sys/fs/binfmt_misc", "binfmt_misc", 0, ""); err != nil {
+			t.Fatalf("mounting binfmt_misc: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount("/proc/sys/fs/binfmt_misc", 0) })
+	}
 	handlers, _ := filepath.Glob("/proc/sys/fs/binfmt_misc/*")
 	for _, h := range handlers {
 		if data, _ := os.ReadFile(h); strings.Contains(string(data), "qemu-"+arch) || strings.Contains(string(data), arch+"-binfmt") {
