@@ -207,6 +207,9 @@ func newBuilder(o Options) (*builder, error) {
 	}
 	go EmptyTrash(filepath.Dir(b.workDir)) // earlier builds'; whatever is left waits for the next
 	b.sandbox = &sandbox{runner: o.Runner, rootfs: o.Rootfs, scratch: b.workDir, walk: o.WalkCapture}
+	if o.Rootfs != nil {
+		b.catalog.Dir = o.Rootfs.Dir // layer listings beside the unpacked layers
+	}
 	return b, nil
 }
 

@@ -1,6 +1,7 @@
 package assemble_test
 
 import (
+	"archive/tar"
 	"fmt"
 	"maps"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/manifold-build/manifold/assemble"
 	"github.com/manifold-build/manifold/assemble/assembletest"
 	"github.com/manifold-build/manifold/emulate/platform"
+	"github.com/manifold-build/manifold/layers"
 	"github.com/manifold-build/manifold/registry/registrytest"
 )
 
@@ -312,4 +314,39 @@ func TestCopyIntoExistingDirectoryKeepsIt(t *testing.T) {
 	if f, ok := layerFiles(t, ls[4])["new/"]; !ok || f.Mode != 0o755 || f.UID != 1000 || f.GID != 1000 {
 		t.Errorf("COPY --chown=1000 dir/ /new/ made /new %+v (present %v), want 0755 1000:1000", f, ok)
 	}
+}
+
+// The layer listings a COPY's destination lookup reads are kept beside the
+// unpacked layers: a later build on the machine whose COPY misses the
+// cache (a context file changed) fetches no base layer again.
+func TestLayerListingsKeptAcrossBuilds(t *testing.T) {
+	host, log := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nWORKDIR /app\nCOPY hello.txt .\n", base),
+		"hello.txt":  "hello\n",
+	})
+	baseImg, err := remote.Image(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := &layers.Cache{Dir: t.TempDir()}
+	keep := func(o *assemble.Options) { o.Rootfs = rootfs }
+	log.Reset()
+	mustBuildUnread(t, ctxDir, []string{"linux/amd64"}, keep)
+	for _, d := range digests(t, baseImg) {
+		if n := log.BlobGets(d); n != 1 {
+			t.Errorf("first build: base layer %s fetched %d times, want once (/app is in no layer)", d, n)
+		}
+	}
+	os.WriteFile(filepath.Join(ctxDir, "hello.txt"), []byte("changed\n"), 0o644)
+	log.Reset()
+	res := mustBuildUnread(t, ctxDir, []string{"linux/amd64"}, keep)
+	for _, d := range digests(t, baseImg) {
+		if n := log.BlobGets(d); n != 0 {
+			t.Errorf("second build: base layer %s fetched %d times, want 0", d, n)
+		}
+	}
+	ls, _ := res.Images[0].Image.Layers()
+	assertLayer(t, ls[len(ls)-1], map[string]fileInfo{"app/": {Type: tar.TypeDir, Mode: 0o755}, "app/hello.txt": {Type: tar.TypeReg, Mode: 0o644, Data: "changed\n"}})
 }

@@ -2,10 +2,14 @@ package layers
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
+	"encoding/gob"
 	"fmt"
 	"io"
+	"os"
 	"path"
+	"path/filepath"
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -15,6 +19,11 @@ import (
 // lookups over many steps and platforms read each layer at most once, and
 // only the layers they need.
 type Catalog struct {
+	// Dir, when set, keeps each layer's listing on disk (headers only, a
+	// file per layer digest), so that later builds on the machine read no
+	// layer again to look a path up.
+	Dir string
+
 	mu       sync.Mutex
 	listings map[v1.Hash]*listing
 }
@@ -125,8 +134,72 @@ func (c *Catalog) listing(l v1.Layer) (*listing, error) {
 		c.listings[d] = lst
 	}
 	c.mu.Unlock()
-	lst.once.Do(func() { lst.err = lst.read(l) })
+	lst.once.Do(func() {
+		file := ""
+		if c.Dir != "" {
+			file = filepath.Join(c.Dir, "listing-"+d.Hex)
+			if lst.load(file) == nil {
+				return
+			}
+		}
+		if lst.err = lst.read(l); lst.err == nil && file != "" {
+			lst.save(file) // a listing not kept is read again next time
+		}
+	})
 	return lst, lst.err
+}
+
+// storedListing is a listing as a file keeps it.
+type storedListing struct {
+	Entries      []*tar.Header
+	Gone, Opaque []string
+	Kept         map[string][]byte
+}
+
+func (lst *listing) load(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var st storedListing
+	if err := gob.NewDecoder(bufio.NewReader(f)).Decode(&st); err != nil {
+		return err
+	}
+	lst.entries = make(map[string]*tar.Header, len(st.Entries))
+	for _, h := range st.Entries {
+		lst.entries[h.Name] = h
+	}
+	lst.gone, lst.opaque, lst.kept = st.Gone, st.Opaque, st.Kept
+	return nil
+}
+
+func (lst *listing) save(file string) error {
+	st := storedListing{Gone: lst.gone, Opaque: lst.opaque, Kept: lst.kept}
+	for _, h := range lst.entries {
+		st.Entries = append(st.Entries, h)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), "listing-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	w := bufio.NewWriter(tmp)
+	if err := gob.NewEncoder(w).Encode(&st); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
 }
 
 func (lst *listing) read(l v1.Layer) error {
