@@ -47,22 +47,29 @@ func (c *Catalog) Stat(ctx context.Context, ls []v1.Layer, name string) (*tar.He
 	if err != nil {
 		return nil, err
 	}
+	h, _, err := c.find(ctx, ls, name)
+	return h, err
+}
+
+// find looks the clean name up from the top layer down: its header and the
+// listing of the layer that holds it, or nil when nothing is there.
+func (c *Catalog) find(ctx context.Context, ls []v1.Layer, name string) (*tar.Header, *listing, error) {
 	for i := len(ls) - 1; i >= 0; i-- {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		lst, err := c.listing(ls[i])
 		if err != nil {
-			return nil, fmt.Errorf("reading layer %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("reading layer %d: %w", i+1, err)
 		}
 		if h, ok := lst.entries[name]; ok {
-			return h, nil
+			return h, lst, nil
 		}
 		if lst.hides(name) {
-			return nil, nil
+			return nil, nil, nil
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // Resolve follows the symlinks of every component of name in the image
@@ -97,23 +104,15 @@ func (c *Catalog) ReadFiles(ctx context.Context, ls []v1.Layer, names ...string)
 	}
 	out := map[string][]byte{}
 	for _, n := range names {
-		for i := len(ls) - 1; i >= 0; i-- {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			lst, err := c.listing(ls[i])
-			if err != nil {
-				return nil, fmt.Errorf("reading layer %d: %w", i+1, err)
-			}
-			if h, ok := lst.entries[n]; ok {
-				if data, ok := lst.kept[n]; ok && h.Typeflag == tar.TypeReg {
-					out[n] = data
-				}
-				break
-			}
-			if lst.hides(n) {
-				break
-			}
+		h, lst, err := c.find(ctx, ls, n)
+		if err != nil {
+			return nil, err
+		}
+		if h == nil || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		if data, ok := lst.kept[n]; ok {
+			out[n] = data
 		}
 	}
 	return out, nil

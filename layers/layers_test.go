@@ -326,22 +326,17 @@ func TestLayerInAFileMatchesOneInMemory(t *testing.T) {
 func TestLookupFollowsTheOverlayView(t *testing.T) {
 	testkit.Require(t, os.Geteuid() == 0, "root, to make whiteouts (0/0 character devices)")
 	low, mid, top := t.TempDir(), t.TempDir(), t.TempDir()
-	mk := func(root, name, data string) {
-		p := filepath.Join(root, name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte(data), 0o644)
-	}
-	mk(low, "usr/lib/a", "low a")
-	mk(low, "etc/passwd", "low passwd")
-	mk(low, "opq/old", "old")
+	writeFile(low, "usr/lib/a", "low a")
+	writeFile(low, "etc/passwd", "low passwd")
+	writeFile(low, "opq/old", "old")
 	os.Symlink("usr/lib", filepath.Join(low, "lib"))
-	mk(mid, "usr/lib/b", "mid b")
+	writeFile(mid, "usr/lib/b", "mid b")
 	if err := unix.Mknod(filepath.Join(mid, "etc-gone"), unix.S_IFCHR, 0); err != nil {
 		t.Fatal(err)
 	}
 	os.MkdirAll(filepath.Join(top, "opq"), 0o755)
 	unix.Setxattr(filepath.Join(top, "opq"), "user.overlay.opaque", []byte("y"), 0)
-	mk(top, "opq/new", "new")
+	writeFile(top, "opq/new", "new")
 	os.MkdirAll(filepath.Join(top, "etc"), 0o755)
 	if err := unix.Mknod(filepath.Join(top, "etc/passwd"), unix.S_IFCHR, 0); err != nil {
 		t.Fatal(err)
@@ -489,20 +484,15 @@ func TestDiffSnapshotStacksLikeTheLayers(t *testing.T) {
 func TestChangesListDeletionsInAReplacedDirectory(t *testing.T) {
 	testkit.Require(t, os.Geteuid() == 0, "root, to mark an overlayfs directory opaque")
 	low, mid, upper := t.TempDir(), t.TempDir(), t.TempDir()
-	mk := func(root, name, data string) {
-		p := filepath.Join(root, name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte(data), 0o644)
-	}
-	mk(low, "root/old", "o")
-	mk(low, "root/sub/f", "f")
-	mk(low, "root/gone", "g")
+	writeFile(low, "root/old", "o")
+	writeFile(low, "root/sub/f", "f")
+	writeFile(low, "root/gone", "g")
 	os.MkdirAll(filepath.Join(mid, "root"), 0o755)
 	if err := unix.Mknod(filepath.Join(mid, "root/gone"), unix.S_IFCHR, 0); err != nil {
 		t.Fatal(err)
 	}
-	mk(mid, "root/mid", "m")
-	mk(upper, "root/new", "n")
+	writeFile(mid, "root/mid", "m")
+	writeFile(upper, "root/new", "n")
 	os.MkdirAll(filepath.Join(upper, "root/sub"), 0o755)
 	if err := unix.Setxattr(filepath.Join(upper, "root"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
 		t.Fatal(err)
@@ -519,4 +509,11 @@ func TestChangesListDeletionsInAReplacedDirectory(t *testing.T) {
 	if got, want := strings.Join(names, " "), "root root/.wh.mid root/.wh.old root/new root/sub root/sub/.wh.f"; got != want {
 		t.Errorf("entries %q, want %q", got, want)
 	}
+}
+
+// writeFile writes data to name under root, making its directories.
+func writeFile(root, name, data string) {
+	p := filepath.Join(root, name)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte(data), 0o644)
 }
