@@ -47,7 +47,13 @@ type Options struct {
 	// new layers), in a folder of its own that it removes; default the
 	// system's temporary directory. It should be on a disk, not in memory.
 	WorkDir string
-	Runner  Runner // runs RUN steps; nil: a RUN is an error
+	// MemDir is a folder on a memory file system (tmpfs: /dev/shm, see
+	// IsMemory) where RUN steps write their changes while it has a GiB
+	// free, instead of in WorkDir: a step that makes thousands of files
+	// runs several times faster. A step that fills it runs again on disk.
+	// "": every step on disk.
+	MemDir string
+	Runner Runner // runs RUN steps; nil: a RUN is an error
 	// WalkCapture captures RUN changes by comparing trees instead of with
 	// overlayfs (which is used, and falls back to this, by default).
 	WalkCapture bool
@@ -210,6 +216,12 @@ func newBuilder(o Options) (*builder, error) {
 	if o.Rootfs != nil {
 		b.catalog.Dir = o.Rootfs.Dir // layer listings beside the unpacked layers
 	}
+	if o.MemDir != "" {
+		if b.sandbox.mem, err = openMemScratch(o.MemDir); err != nil {
+			os.RemoveAll(b.workDir)
+			return nil, fmt.Errorf("memory scratch: %w", err)
+		}
+	}
 	return b, nil
 }
 
@@ -218,6 +230,7 @@ func newBuilder(o Options) (*builder, error) {
 // later build (or manifold prune) deletes them while it works. An
 // interrupted build leaves nothing behind: it deletes them now.
 func (b *builder) cleanup(ctx context.Context) {
+	b.sandbox.mem.close() // in memory, deleting is quick
 	if ctx.Err() != nil {
 		os.RemoveAll(b.workDir)
 		return

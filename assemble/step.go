@@ -27,7 +27,8 @@ type Runner interface {
 type sandbox struct {
 	runner  Runner
 	rootfs  *layers.Cache // unpacked bases, by chain ID
-	scratch string        // where steps' directories go: a disk, not memory
+	scratch string        // where steps' directories go on disk
+	mem     *memScratch   // where they go while memory has room; nil: never
 	walk    bool          // compare trees instead of reading an overlay's upper directory
 }
 
@@ -69,14 +70,30 @@ func (sb *sandbox) run(ctx context.Context, c command, keep bool) (*stepFiles, e
 		}
 		c.dirs = []string{base}
 	}
-	if err := os.MkdirAll(sb.scratch, 0o755); err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp(sb.scratch, "step-")
+	dir, err := sb.mem.stepDir()
 	if err != nil {
 		return nil, err
 	}
+	if dir != "" {
+		res, err := sb.runIn(ctx, c, dir)
+		if err == nil || ctx.Err() != nil || sb.mem.free() >= memFullBelow {
+			return sb.finish(ctx, c, dir, res, err, keep)
+		}
+		os.RemoveAll(dir)
+		fmt.Fprintf(c.stderr, "manifold: the step failed with the memory scratch %s full; running it again on disk\n", sb.mem.dir)
+	}
+	if err := os.MkdirAll(sb.scratch, 0o755); err != nil {
+		return nil, err
+	}
+	if dir, err = os.MkdirTemp(sb.scratch, "step-"); err != nil {
+		return nil, err
+	}
 	res, err := sb.runIn(ctx, c, dir)
+	return sb.finish(ctx, c, dir, res, err, keep)
+}
+
+// finish reads what a step that ran in dir changed, or removes dir.
+func (sb *sandbox) finish(ctx context.Context, c command, dir string, res *emulate.Result, err error, keep bool) (*stepFiles, error) {
 	if err != nil || !keep {
 		os.RemoveAll(dir)
 		return nil, err
@@ -142,10 +159,11 @@ func (sb *sandbox) snapshot(ctx context.Context, ls []v1.Layer, below []string) 
 }
 
 // keep makes a step's upper directory the snapshot of the layer it became,
-// instead of deleting it when the build ends; without a cache it stays.
+// instead of deleting it when the build ends; without a cache, or in
+// memory, it stays where it is until then.
 func (sb *sandbox) keep(ls []v1.Layer, upper string) (string, error) {
-	if sb.rootfs == nil {
-		return upper, nil
+	if sb.rootfs == nil || sb.mem.holds(upper) {
+		return upper, nil // in memory it stays until the build ends
 	}
 	return sb.rootfs.Keep(ls, upper)
 }
