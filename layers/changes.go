@@ -63,7 +63,7 @@ func (c *changes) dir(rel string, hidden bool) ([]Entry, error) {
 			continue
 		}
 		if !fi.IsDir() {
-			e, err := EntryFor(host, p)
+			e, err := entryOf(host, p, fi)
 			if err != nil {
 				return nil, err
 			}
@@ -78,7 +78,7 @@ func (c *changes) dir(rel string, hidden bool) ([]Entry, error) {
 		if len(sub) == 0 && !opaque && !hidden && !c.dirChanged(p, fi) {
 			continue
 		}
-		e, err := EntryFor(host, p)
+		e, err := entryOf(host, p, fi)
 		if err != nil {
 			return nil, err
 		}

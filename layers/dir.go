@@ -48,7 +48,13 @@ func EntryFor(p, name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
+	return entryOf(p, name, fi)
+}
+
+// entryOf is EntryFor with p's Lstat at hand.
+func entryOf(p, name string, fi fs.FileInfo) (Entry, error) {
 	link := ""
+	var err error
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		if link, err = os.Readlink(p); err != nil {
 			return Entry{}, err
