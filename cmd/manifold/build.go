@@ -21,15 +21,15 @@ import (
 
 type buildFlags struct {
 	file, target, progress, metadata, cacheDir, compression, memDir string
-	platforms, tags, outputs, buildArgs, labels             []string
-	secrets, ssh                                            []string
-	push                                                    bool
-	jobs                                                    int
-	stepTimeout                                             time.Duration
-	network                                                 string
-	sandbox                                                 sandboxFlags
-	cache                                                   cacheFlags
-	registry                                                registryFlags
+	platforms, tags, outputs, buildArgs, labels                     []string
+	secrets, ssh                                                    []string
+	push                                                            bool
+	jobs                                                            int
+	stepTimeout                                                     time.Duration
+	network                                                         string
+	sandbox                                                         sandboxFlags
+	cache                                                           cacheFlags
+	registry                                                        registryFlags
 }
 
 func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
