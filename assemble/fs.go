@@ -45,15 +45,6 @@ func (s *state) readFiles(ctx context.Context, names ...string) (map[string][]by
 	return out, nil
 }
 
-// stat looks p up in the unpacked tree.
-func (s *state) stat(p string) (fs.FileInfo, error) {
-	hp, err := s.hostPath(p)
-	if err != nil {
-		return nil, err
-	}
-	return os.Stat(hp)
-}
-
 // hostPath finds where the stage path p lives on the host, in the stage's
 // stack of directories, as the overlay would show it.
 func (s *state) hostPath(p string) (string, error) {
