@@ -3,6 +3,7 @@ package assemble_test
 import (
 	"archive/tar"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -349,4 +350,75 @@ func TestLayerListingsKeptAcrossBuilds(t *testing.T) {
 	}
 	ls, _ := res.Images[0].Image.Layers()
 	assertLayer(t, ls[len(ls)-1], map[string]fileInfo{"app/": {Type: tar.TypeDir, Mode: 0o755}, "app/hello.txt": {Type: tar.TypeReg, Mode: 0o644, Data: "changed\n"}})
+}
+
+// The manifests and configs a base index names are kept by digest: a later
+// build asks the registry only for the tag's index, reads each platform's
+// manifest and config from disk, and still mounts the base's layers when
+// it pushes, giving the same image. A kept file whose bytes are not its
+// digest's is read from the registry again.
+func TestBaseManifestsAndConfigsKeptByDigest(t *testing.T) {
+	host, log := registrytest.Distribution(t) // its blobs are per repository: mounts show
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nCOPY hello.txt /etc/\n", base),
+		"hello.txt":  "hello\n",
+	})
+	meta := t.TempDir()
+	withMeta := func(o *assemble.Options) { o.Registry.MetaDir = meta }
+	reads := func() (manifests, configs int) {
+		for _, r := range log.Requests() {
+			switch {
+			case r.Method == "GET" && strings.Contains(r.Path, "/library/busybox/manifests/sha256:"):
+				manifests++
+			case r.Method == "GET" && strings.Contains(r.Path, "/library/busybox/blobs/"):
+				configs++ // the COPY into /etc reads the top layer too, once
+			}
+		}
+		return
+	}
+	first := mustBuildUnread(t, ctxDir, []string{"linux/amd64", "linux/arm64"}, withMeta)
+	push(t, first, host+"/team/meta:1")
+	if m, _ := reads(); m != 2 {
+		t.Fatalf("first build read %d platform manifests, want 2", m)
+	}
+	log.Reset()
+	second := mustBuildUnread(t, ctxDir, []string{"linux/amd64", "linux/arm64"}, withMeta)
+	push(t, second, host+"/team/meta2:1")
+	m, blobs := reads()
+	if m != 0 {
+		t.Errorf("second build read %d platform manifests from the registry, want 0", m)
+	}
+	if blobs != 1 { // the top layer, for /etc, the same on both platforms; no config
+		t.Errorf("second build read %d blobs, want 1 (the top layer, no config)", blobs)
+	}
+	d1, _ := first.Index.Digest()
+	d2, _ := second.Index.Digest()
+	if d1 != d2 {
+		t.Errorf("index %s from the kept metadata, want %s as before", d2, d1)
+	}
+	baseImg, err := remote.Image(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bottom := digests(t, baseImg)[0]; log.Mounts(bottom) == 0 {
+		t.Errorf("the base's bottom layer %s was not mounted into team/meta2", bottom)
+	}
+	assembletest.Validate(t, second)
+
+	// Spoil every kept file: each is read from the registry again.
+	filepath.WalkDir(meta, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			os.WriteFile(p, []byte("{}"), 0o644)
+		}
+		return nil
+	})
+	log.Reset()
+	third := mustBuild(t, ctxDir, []string{"linux/amd64", "linux/arm64"}, withMeta)
+	if m, _ := reads(); m != 2 {
+		t.Errorf("with spoilt metadata the build read %d platform manifests, want 2", m)
+	}
+	if d3, _ := third.Index.Digest(); d3 != d1 {
+		t.Errorf("index %s with spoilt metadata, want %s", d3, d1)
+	}
 }

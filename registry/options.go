@@ -28,6 +28,10 @@ type Options struct {
 	MaxUnpacked int64
 	// Store is the local store looked in before any registry; nil: none.
 	Store *Store
+	// MetaDir keeps the manifests and configs of the images a base index
+	// names, by digest, so that a later build reads them from disk; "":
+	// none.
+	MetaDir string
 }
 
 func (o Options) remote(ctx context.Context) []remote.Option {

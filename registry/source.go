@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -20,7 +21,10 @@ type Source struct {
 	Index v1.ImageIndex // set for a multi-platform source
 	Image v1.Image      // set for a single-platform source
 
-	maxUnpacked int64 // see Options.MaxUnpacked
+	maxUnpacked int64           // see Options.MaxUnpacked
+	metaDir     string          // see Options.MetaDir
+	repo        name.Repository // where a registry source's layers are
+	remoteOpts  []remote.Option
 }
 
 // Open finds ref, reading only its top manifest: oci-layout://DIR[:TAG] in
@@ -46,11 +50,12 @@ func open(ctx context.Context, ref string, o Options) (*Source, error) {
 			return src, err
 		}
 	}
-	desc, err := remote.Get(r, o.remote(ctx)...)
+	ropts := o.remote(ctx)
+	desc, err := remote.Get(r, ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("resolving %s: %w", ref, err)
 	}
-	src := &Source{Name: r.Name()}
+	src := &Source{Name: r.Name(), metaDir: o.MetaDir, repo: r.Context(), remoteOpts: ropts}
 	if desc.MediaType.IsIndex() {
 		src.Index, err = desc.ImageIndex()
 	} else {
@@ -131,7 +136,7 @@ func (s *Source) forPlatform(p platform.Platform) (v1.Image, *v1.Descriptor, err
 	var have []string
 	for _, d := range ms {
 		if p.Matches(*d.Platform) {
-			img, err := s.Index.Image(d.Digest)
+			img, err := s.image(d)
 			if err != nil {
 				return nil, nil, fmt.Errorf("reading %s for %s: %w", s.Name, p, err)
 			}

@@ -181,6 +181,7 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 	if err != nil {
 		return o, nil, err
 	}
+	ro.MetaDir = filepath.Join(f.cacheDir, "meta") // base manifests and configs, by digest
 	dest, err := f.destination(ro)
 	if err != nil {
 		return o, nil, err

@@ -189,9 +189,13 @@ func runPrune(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	freed += mfreed
 	assemble.EmptyTrash(filepath.Join(*cacheDir, "tmp"))
-	// Unpacked bases are made again from their layers when a step needs them.
+	// Unpacked bases are made again from their layers when a step needs
+	// them, base manifests and configs read again from the registry.
 	rootfs := filepath.Join(*cacheDir, "rootfs")
 	if err := os.RemoveAll(rootfs); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(*cacheDir, "meta")); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "freed %d bytes of cached layers and cache mounts; removed the unpacked bases in %s\n", freed, rootfs)
