@@ -73,6 +73,10 @@ type Options struct {
 	Cache     *registry.LocalCache
 	CacheFrom []StepCache
 	NoCache   bool
+	// InlineCache keeps the target stage's steps in each image's config
+	// (--cache-to type=inline): the pushed image is a cache for
+	// --cache-from.
+	InlineCache bool
 	Jobs      int      // platforms built at once; default all
 	Progress  Progress // steps, their output and ends; nil: silent
 }
@@ -141,6 +145,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	b.orderLikeBase(imgs)
+	if o.InlineCache {
+		if err := b.inlineCache(imgs); err != nil {
+			res.Close()
+			return nil, err
+		}
+	}
 	if res.Index, err = b.index(imgs); err != nil {
 		res.Close()
 		return nil, err
@@ -150,6 +160,25 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		res.Steps = append(res.Steps, b.done[k])
 	}
 	return res, nil
+}
+
+// inlineCache keeps the target stage's steps, of every platform, in each
+// image's config.
+func (b *builder) inlineCache(imgs []PlatformImage) error {
+	var steps []registry.CacheStep
+	for _, k := range b.order {
+		if s := b.done[k]; s.InTarget {
+			steps = append(steps, registry.CacheStep{Key: k, Step: s.Step, Layer: s.Layer})
+		}
+	}
+	for i := range imgs {
+		img, err := registry.WithInlineCache(imgs[i].Image, steps)
+		if err != nil {
+			return fmt.Errorf("inline cache: %w", err)
+		}
+		imgs[i].Image = img
+	}
+	return nil
 }
 
 // builder holds what the platforms of one build share.

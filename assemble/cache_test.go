@@ -2,6 +2,7 @@ package assemble_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -306,5 +307,63 @@ func TestMissAfterCachedDeletion(t *testing.T) {
 	ran, _ := cacheBuild(t, ctxDir, dir, []string{"linux/amd64"}, nil)
 	if len(ran) != 1 {
 		t.Errorf("ran %v, want only the last RUN", commands(ran))
+	}
+}
+
+// --cache-to type=inline: the pushed images keep the target stage's steps
+// in their configs, and a build on an empty runner with the image itself
+// as --cache-from runs nothing, fetches no layer and uploads no layer, for
+// both platforms, into another repository too (its layers are mounted).
+func TestFreshRunnerWithInlineCache(t *testing.T) {
+	host, log := registrytest.Distribution(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	ctxDir := writeContext(t, map[string]string{
+		"Dockerfile": fmt.Sprintf("FROM %s\nRUN head -c 16 /dev/urandom | od -An -tx1 > /random # first\nCOPY a.txt /a.txt\n", base),
+		"a.txt":      "a\n",
+	})
+	plats := []string{"linux/amd64", "linux/arm64"}
+	build := func(from *registry.ImportedCache, tag string) ([]run, *assemble.Result) {
+		cr := &countingRunner{Runner: &emulate.Sandbox{}}
+		res := mustBuildUnread(t, ctxDir, plats, func(o *assemble.Options) {
+			o.Runner = cr
+			o.Cache = &registry.LocalCache{Dir: t.TempDir()}
+			o.InlineCache = true
+			if from != nil {
+				o.CacheFrom = []assemble.StepCache{from}
+			}
+		})
+		push(t, res, tag)
+		return cr.runs, res
+	}
+	ran, first := build(nil, host+"/ci/inline:1")
+	if len(ran) != 2 {
+		t.Fatalf("the first build ran %v", commands(ran))
+	}
+	cached, err := registry.OpenCache(context.Background(), registry.CacheRef{Ref: host + "/ci/inline:1"}, registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Reset()
+	ran, second := build(cached, host+"/ci/other:1")
+	if len(ran) != 0 {
+		t.Errorf("the fresh runner ran %v, want nothing", commands(ran))
+	}
+	d1, _ := first.Index.Digest()
+	if d2, _ := second.Index.Digest(); d1 != d2 {
+		t.Errorf("index %s from the inline cache, want the first build's %s", d2, d1)
+	}
+	for _, pi := range second.Images {
+		for _, d := range digests(t, pi.Image) {
+			if g, u := log.BlobGets(d), log.Uploads(d); g != 0 || u != 0 {
+				t.Errorf("layer %s: %d GETs and %d uploads on the fresh runner, want none", d, g, u)
+			}
+		}
+	}
+	assembletest.Validate(t, second)
+
+	// An image without an inline cache is a warning's worth, not a cache.
+	_, err = registry.OpenCache(context.Background(), registry.CacheRef{Ref: base.String()}, registry.Options{})
+	if !errors.Is(err, registry.ErrNoCache) {
+		t.Errorf("--cache-from an image without an inline cache: %v, want ErrNoCache", err)
 	}
 }

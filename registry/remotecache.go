@@ -51,11 +51,42 @@ var ErrNoCache = errors.New("no cache there yet")
 // and its layers, which are read only when a build needs their bytes.
 type ImportedCache struct {
 	steps map[string]Step
-	img   v1.Image
+	layer func(v1.Hash) (v1.Layer, error)
 	ref   name.Reference // the registry repository, for mounts; nil for a layout
 }
 
-// OpenCache reads a cache's manifest and config (no layer).
+// InlineCacheKey is the top-level field of an image config where
+// --cache-to type=inline keeps the build's steps (a cache config), as
+// BuildKit keeps its own under moby.buildkit.cache.v0.
+const InlineCacheKey = "manifold.cache.v0"
+
+// WithInlineCache is img with steps kept in its config, under
+// InlineCacheKey: the image is its own cache.
+func WithInlineCache(img v1.Image, steps []CacheStep) (v1.Image, error) {
+	cfg := cacheConfig{Version: 1, Steps: map[string]Step{}}
+	for _, s := range steps {
+		st := s.Step
+		if s.Layer != nil {
+			info, err := Info(s.Layer)
+			if err != nil {
+				return nil, err
+			}
+			st.Layer = info
+		}
+		cfg.Steps[s.Key] = st
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return PatchConfig(img, func(doc map[string]json.RawMessage) error {
+		doc[InlineCacheKey] = data
+		return nil
+	})
+}
+
+// OpenCache reads a cache's manifest and config (no layer): a manifold
+// cache, or an image (or index) built with --cache-to type=inline.
 func OpenCache(ctx context.Context, c CacheRef, o Options) (*ImportedCache, error) {
 	img, ref, err := openCacheImage(ctx, c, o)
 	if err != nil {
@@ -65,18 +96,39 @@ func OpenCache(ctx context.Context, c CacheRef, o Options) (*ImportedCache, erro
 	if err != nil {
 		return nil, fmt.Errorf("reading cache %s: %w", c, err)
 	}
-	if m.Config.MediaType != CacheConfigType {
-		return nil, fmt.Errorf("%s is not a manifold cache (its config is %s)", c, m.Config.MediaType)
-	}
 	raw, err := img.RawConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("reading cache %s: %w", c, err)
+	}
+	if m.Config.MediaType != CacheConfigType {
+		return openInline(ctx, c, raw, ref, o)
 	}
 	cfg, err := parseCacheConfig(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c, err)
 	}
-	return &ImportedCache{steps: cfg.Steps, img: img, ref: ref}, nil
+	return &ImportedCache{steps: cfg.Steps, layer: img.LayerByDigest, ref: ref}, nil
+}
+
+// openInline reads the steps an image's config keeps (type=inline). Their
+// layers are blobs of the image's repository, fetched when read and
+// mounted when pushed.
+func openInline(ctx context.Context, c CacheRef, raw []byte, ref name.Reference, o Options) (*ImportedCache, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil || ref == nil {
+		return nil, fmt.Errorf("%s is not a manifold cache", c)
+	}
+	data, ok := doc[InlineCacheKey]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w (an image without an inline cache: build it with --cache-to type=inline)", c, ErrNoCache)
+	}
+	cfg, err := parseCacheConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	opts := o.remote(ctx)
+	layer := func(h v1.Hash) (v1.Layer, error) { return remote.Layer(ref.Context().Digest(h.String()), opts...) }
+	return &ImportedCache{steps: cfg.Steps, layer: layer, ref: ref}, nil
 }
 
 func openCacheImage(ctx context.Context, c CacheRef, o Options) (v1.Image, name.Reference, error) {
@@ -95,7 +147,7 @@ func openCacheImage(ctx context.Context, c CacheRef, o Options) (v1.Image, name.
 	if err != nil {
 		return nil, nil, err
 	}
-	img, err := remote.Image(r, o.remote(ctx)...)
+	desc, err := remote.Get(r, o.remote(ctx)...)
 	var te *transport.Error
 	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
 		return nil, nil, fmt.Errorf("%s: %w", c.Ref, ErrNoCache)
@@ -103,7 +155,27 @@ func openCacheImage(ctx context.Context, c CacheRef, o Options) (v1.Image, name.
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading cache %s: %w", c.Ref, err)
 	}
-	return img, r, nil
+	if !desc.MediaType.IsIndex() {
+		img, err := desc.Image()
+		return img, r, err
+	}
+	// An index built with an inline cache: every image's config keeps the
+	// steps of every platform; the first one's will do.
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range m.Manifests {
+		if d.MediaType.IsImage() {
+			img, err := idx.Image(d.Digest)
+			return img, r, err
+		}
+	}
+	return nil, nil, fmt.Errorf("%s: an index of no image", c.Ref)
 }
 
 // Get finds a step. Its layer is lazy: a build that only reuses it pushes
@@ -116,7 +188,7 @@ func (c *ImportedCache) Get(key string) (*Step, v1.Layer, bool) {
 	if st.Layer == nil {
 		return &st, nil, true
 	}
-	l, err := c.img.LayerByDigest(st.Layer.Digest)
+	l, err := c.layer(st.Layer.Digest)
 	if err != nil {
 		return nil, nil, false
 	}
@@ -135,6 +207,8 @@ type knownLayer struct {
 }
 
 func (k *knownLayer) DiffID() (v1.Hash, error)            { return k.info.DiffID, nil }
+func (k *knownLayer) Digest() (v1.Hash, error)            { return k.info.Digest, nil }
+func (k *knownLayer) Size() (int64, error)                { return k.info.Size, nil }
 func (k *knownLayer) MediaType() (types.MediaType, error) { return k.info.MediaType, nil }
 
 // CacheStep is a step to export: its key, what it made, and its layer.

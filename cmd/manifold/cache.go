@@ -26,7 +26,7 @@ type cacheFlags struct {
 
 func (c *cacheFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&c.from, "cache-from", nil, "also look for steps in this cache: type=registry,ref=REF | type=local,src=DIR | REF (repeatable)")
-	fs.StringArrayVar(&c.to, "cache-to", nil, "export the build's steps: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max] (repeatable)")
+	fs.StringArrayVar(&c.to, "cache-to", nil, "export the build's steps: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max] | type=inline (in the pushed image's config, for --cache-from IMAGE) (repeatable)")
 	fs.BoolVar(&c.noCache, "no-cache", false, "run every step: look in no cache (the local one still learns the steps)")
 	fs.StringVar(&c.size, "cache-size", "", "bound of the local step cache, e.g. 4GiB or 500MB; 0 for none (default $MANIFOLD_CACHE_SIZE, else 4GiB)")
 }
@@ -51,6 +51,10 @@ func (c *cacheFlags) options(ctx context.Context, o *assemble.Options, cacheDir 
 	o.NoCache = c.noCache
 	var exports []cacheExport
 	for _, spec := range c.to {
+		if spec == "type=inline" || strings.HasPrefix(spec, "type=inline,") {
+			o.InlineCache = true // the pushed image is the cache
+			continue
+		}
 		ref, kv, err := parseCacheSpec(spec, "dest")
 		if err != nil {
 			return nil, err
@@ -116,7 +120,7 @@ func parseCacheSpec(spec, dirKey string) (registry.CacheRef, map[string]string, 
 			return registry.CacheRef{}, nil, usagef("cache %q: type=local needs %s=DIR", spec, dirKey)
 		}
 		return registry.CacheRef{Dir: kv[dirKey]}, kv, nil
-	case "inline", "gha", "s3", "azblob":
+	case "gha", "s3", "azblob":
 		return registry.CacheRef{}, nil, usagef("cache type=%s is not supported by manifold (use type=registry or type=local)", kv["type"])
 	}
 	return registry.CacheRef{}, nil, usagef("cache %q: unknown type %q (want registry or local)", spec, kv["type"])

@@ -59,9 +59,28 @@ func TestCacheFlags(t *testing.T) {
 	if code != 0 || strings.Contains(errOut, "CACHED") {
 		t.Errorf("after prune: exit %d, want nothing cached:\n%s", code, errOut)
 	}
-	for _, bad := range []string{"type=inline", "type=registry", "type=gha,url=x", "type=local,dest=" + shared + ",mode=all"} {
+	for _, bad := range []string{"type=s3", "type=registry", "type=gha,url=x", "type=local,dest=" + shared + ",mode=all"} {
 		if code, _, errOut := manifold(t, "build", "--cache-to", bad, dir); code != 2 {
 			t.Errorf("--cache-to %s: exit %d (%s), want 2", bad, code, errOut)
 		}
+	}
+}
+
+// --cache-to type=inline keeps the steps in the pushed image's config, and
+// --cache-from that image on an empty cache dir finds every step.
+func TestInlineCacheFlags(t *testing.T) {
+	host, _ := registrytest.Memory(t)
+	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64")
+	dir := contextDir(t, "FROM "+base.String()+"\nRUN echo built > /built\nCOPY hello.txt /\n")
+	image := host + "/team/inline:1"
+	code, _, errOut := manifold(t, "build", "--platform", "linux/amd64,linux/arm64", "--cache-dir", t.TempDir(),
+		"--cache-to", "type=inline", "-t", image, "--push", dir)
+	if code != 0 {
+		t.Fatalf("first build: exit %d\n%s", code, errOut)
+	}
+	code, _, errOut = manifold(t, "build", "--platform", "linux/amd64,linux/arm64", "--cache-dir", t.TempDir(),
+		"--cache-from", image, "-t", host+"/team/inline:2", "--push", dir)
+	if code != 0 || countSteps(errOut, "RUN echo built", "CACHED") != 2 || countSteps(errOut, "COPY hello.txt", "CACHED") != 2 {
+		t.Fatalf("build from the inline cache: exit %d, want every step CACHED:\n%s", code, errOut)
 	}
 }
