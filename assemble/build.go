@@ -77,8 +77,8 @@ type Options struct {
 	// (--cache-to type=inline): the pushed image is a cache for
 	// --cache-from.
 	InlineCache bool
-	Jobs      int      // platforms built at once; default all
-	Progress  Progress // steps, their output and ends; nil: silent
+	Jobs        int      // platforms built at once; default all
+	Progress    Progress // steps, their output and ends; nil: silent
 }
 
 // Result is a finished build: an image per platform and the index of them.
