@@ -63,17 +63,9 @@ const InlineCacheKey = "manifold.cache.v0"
 // WithInlineCache is img with steps kept in its config, under
 // InlineCacheKey: the image is its own cache.
 func WithInlineCache(img v1.Image, steps []CacheStep) (v1.Image, error) {
-	cfg := cacheConfig{Version: 1, Steps: map[string]Step{}}
-	for _, s := range steps {
-		st := s.Step
-		if s.Layer != nil {
-			info, err := Info(s.Layer)
-			if err != nil {
-				return nil, err
-			}
-			st.Layer = info
-		}
-		cfg.Steps[s.Key] = st
+	cfg, err := newCacheConfig(steps)
+	if err != nil {
+		return nil, err
 	}
 	data, err := json.Marshal(cfg)
 	if err != nil {
@@ -252,25 +244,20 @@ func ExportCache(ctx context.Context, c CacheRef, steps []CacheStep, mountFrom n
 // cacheImage is the cache as an image: the config, and each distinct
 // layer once.
 func cacheImage(steps []CacheStep, mountFrom name.Reference) (v1.Image, error) {
-	cfg := cacheConfig{Version: 1, Steps: map[string]Step{}}
+	cfg, err := newCacheConfig(steps)
+	if err != nil {
+		return nil, err
+	}
 	core := &cacheCore{layers: map[v1.Hash]v1.Layer{}}
 	var descs []v1.Descriptor
 	for _, s := range steps {
-		st := s.Step
-		if s.Layer != nil {
-			info, err := Info(s.Layer)
-			if err != nil {
-				return nil, err
-			}
-			st.Layer = info
+		if info := cfg.Steps[s.Key].Layer; info != nil {
 			if _, dup := core.layers[info.Digest]; !dup {
 				core.layers[info.Digest] = mountable(s.Layer, mountFrom)
 				descs = append(descs, v1.Descriptor{MediaType: info.MediaType, Digest: info.Digest, Size: info.Size})
 			}
 		}
-		cfg.Steps[s.Key] = st
 	}
-	var err error
 	if core.config, err = json.Marshal(cfg); err != nil {
 		return nil, err
 	}
@@ -288,6 +275,24 @@ func cacheImage(steps []CacheStep, mountFrom name.Reference) (v1.Image, error) {
 	}
 	core.order = descs
 	return core, nil
+}
+
+// newCacheConfig is the cache config of steps: each key, what its step
+// made.
+func newCacheConfig(steps []CacheStep) (*cacheConfig, error) {
+	cfg := &cacheConfig{Version: 1, Steps: map[string]Step{}}
+	for _, s := range steps {
+		st := s.Step
+		if s.Layer != nil {
+			info, err := Info(s.Layer)
+			if err != nil {
+				return nil, err
+			}
+			st.Layer = info
+		}
+		cfg.Steps[s.Key] = st
+	}
+	return cfg, nil
 }
 
 // mountable lets a layer the build pushed to mountFrom be mounted from
