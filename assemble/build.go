@@ -282,7 +282,7 @@ func EmptyTrash(dir string) {
 	unix.Setpriority(unix.PRIO_PROCESS, 0, 19)
 	old, _ := filepath.Glob(filepath.Join(dir, trashPrefix+"*"))
 	for _, d := range old {
-		os.RemoveAll(d)
+		removeAll(d)
 	}
 }
 

@@ -1,6 +1,7 @@
 package assemble
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +38,7 @@ func openMemScratch(parent string) (*memScratch, error) {
 	for _, d := range old {
 		if f, err := os.Open(filepath.Join(d, ".lock")); err == nil {
 			if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
-				os.RemoveAll(d)
+				removeAll(d)
 			}
 			f.Close()
 		}
@@ -83,8 +84,24 @@ func (m *memScratch) close() error {
 	if m == nil {
 		return nil
 	}
-	err := os.RemoveAll(m.dir)
+	err := removeAll(m.dir)
 	m.lock.Close()
+	return err
+}
+
+// removeAll is os.RemoveAll, also through directories of ours that we may
+// not read: a rootless step's overlay leaves its work directory mode 000.
+func removeAll(dir string) error {
+	err := os.RemoveAll(dir)
+	for try := 0; err != nil && try < 16; try++ {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if d != nil && d.IsDir() {
+				os.Chmod(p, 0o700)
+			}
+			return nil
+		})
+		err = os.RemoveAll(dir)
+	}
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -146,6 +147,14 @@ func rootlessBuild(t *testing.T, user, host, base string, subIDs bool) {
 		t.Fatalf("rootless build: %v\n%s", err, out)
 	}
 	checkRunLayerOwners(t, tag)
+	if left, _ := filepath.Glob("/dev/shm/manifold-build-*"); len(left) > 0 {
+		// Builds of other tests may be running: only this user's count.
+		for _, d := range left {
+			if fi, err := os.Stat(d); err == nil && fmt.Sprint(fi.Sys().(*syscall.Stat_t).Uid) == userID(t, user) {
+				t.Errorf("the rootless build left %s in the memory scratch", d)
+			}
+		}
+	}
 	if subIDs {
 		rootlessOwners(t, asUser, host, base)
 	}
@@ -333,4 +342,14 @@ CMD ["default"]
 			t.Errorf("manifold %v: exit %d, printed %q (%s); want %q", args[1:], code, out, errOut, tc.want)
 		}
 	}
+}
+
+// userID is the numeric ID of a user of this machine.
+func userID(t *testing.T, name string) string {
+	t.Helper()
+	out, err := exec.Command("id", "-u", name).Output()
+	if err != nil {
+		t.Fatalf("id -u %s: %v", name, err)
+	}
+	return strings.TrimSpace(string(out))
 }
