@@ -98,13 +98,14 @@ func (c *changes) deletedBelow(rel string, des []fs.DirEntry) ([]Entry, error) {
 	}
 	var out []Entry
 	for i := len(c.lowers) - 1; i >= 0; i-- {
-		dir := filepath.Join(c.lowers[i], rel)
-		fi, err := os.Lstat(dir)
+		host, fi, hides, err := lookIn(c.lowers[i], rel)
 		switch {
-		case err == nil && !fi.IsDir():
+		case err != nil:
+			return nil, err
+		case fi != nil && !fi.IsDir():
 			return out, nil // a file or a deletion here: nothing below shows
-		case err == nil:
-			lower, err := os.ReadDir(dir)
+		case fi != nil:
+			lower, err := os.ReadDir(host)
 			if err != nil {
 				return nil, err
 			}
@@ -114,16 +115,12 @@ func (c *changes) deletedBelow(rel string, des []fs.DirEntry) ([]Entry, error) {
 				}
 				made[de.Name()] = true
 				if info, err := de.Info(); err == nil && !isWhiteout(info) {
-					out = append(out, whiteout(path.Join(rel, whPrefix+de.Name()), fi))
+					out = append(out, whiteout(path.Join(rel, whPrefix+de.Name()), info))
 				}
 			}
-			if isOpaque(dir) {
-				return out, nil
-			}
-		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
-			return nil, err
+			hides = hides || isOpaque(host)
 		}
-		if hiddenBelow(c.lowers[i], rel) {
+		if hides {
 			break
 		}
 	}

@@ -3,8 +3,10 @@ package layers
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -516,4 +518,21 @@ func writeFile(root, name, data string) {
 	p := filepath.Join(root, name)
 	os.MkdirAll(filepath.Dir(p), 0o755)
 	os.WriteFile(p, []byte(data), 0o644)
+}
+
+// A symlink of a lower layer is never followed on the host when a path is
+// looked up through it: a later layer that made the link's path a
+// directory shows only what that directory holds, not where the link led.
+func TestLookupFollowsNoLowerLinkOutOfTheStack(t *testing.T) {
+	low, top, outside := t.TempDir(), t.TempDir(), t.TempDir()
+	writeFile(outside, "secret", "host file")
+	os.Symlink(outside, filepath.Join(low, "etc2"))
+	os.MkdirAll(filepath.Join(top, "etc2"), 0o755)
+	if p, err := Lookup([]string{low, top}, "/etc2/secret"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Lookup(/etc2/secret) = %q, %v; want nothing there, not the host's file", p, err)
+	}
+	h, err := StatStack([]string{low, top}, "etc2/secret")
+	if err != nil || h != nil {
+		t.Errorf("StatStack(etc2/secret) = %+v, %v; want nothing", h, err)
+	}
 }

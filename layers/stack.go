@@ -5,9 +5,8 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
-	"syscall"
+	"strings"
 )
 
 // Lookup finds where the path p of a stack of overlay-format directories
@@ -65,34 +64,43 @@ func StatStack(dirs []string, rel string) (*tar.Header, error) {
 // and opaque directories.
 func find(dirs []string, rel string) (string, fs.FileInfo, error) {
 	for i := len(dirs) - 1; i >= 0; i-- {
-		host := filepath.Join(dirs[i], rel)
-		fi, err := os.Lstat(host)
+		host, fi, hides, err := lookIn(dirs[i], rel)
 		switch {
-		case err == nil && isWhiteout(fi):
-			return "", nil, fs.ErrNotExist
-		case err == nil:
-			return host, fi, nil
-		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+		case err != nil:
 			return "", nil, err
-		}
-		if hiddenBelow(dirs[i], rel) {
-			break
+		case fi != nil && isWhiteout(fi):
+			return "", nil, fs.ErrNotExist
+		case fi != nil:
+			return host, fi, nil
+		case hides:
+			return "", nil, fs.ErrNotExist
 		}
 	}
 	return "", nil, fs.ErrNotExist
 }
 
-// hiddenBelow tells whether dir hides rel of the directories under it: an
-// ancestor of rel is opaque or a whiteout there.
-func hiddenBelow(dir, rel string) bool {
-	for d := path.Dir(rel); d != "." && d != "/"; d = path.Dir(d) {
-		fi, err := os.Lstat(filepath.Join(dir, d))
-		if err != nil {
-			continue
+// lookIn finds rel in one directory of a stack, a component at a time and
+// following no symlink (one above rel, in a layer, is a file of its own,
+// never a way out): its Lstat, or nil when it is not there. hides says
+// whether something above rel in dir hides rel of the directories under
+// it: a non-directory (a deletion too) or an opaque directory.
+func lookIn(dir, rel string) (host string, fi fs.FileInfo, hides bool, err error) {
+	parts := strings.Split(rel, "/")
+	host = dir
+	for i, part := range parts {
+		host = filepath.Join(host, part)
+		st, err := os.Lstat(host)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return "", nil, hides, nil
+		case err != nil:
+			return "", nil, false, err
+		case i == len(parts)-1:
+			return host, st, hides, nil
+		case !st.IsDir():
+			return "", nil, true, nil
 		}
-		if isWhiteout(fi) || (fi.IsDir() && isOpaque(filepath.Join(dir, d))) {
-			return true
-		}
+		hides = hides || isOpaque(host)
 	}
-	return false
+	return "", nil, hides, nil
 }
