@@ -176,16 +176,14 @@ func (s *state) workdirLayer(ctx context.Context, wd string) (v1.Layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h := known[real]; h != nil && h.Typeflag == tar.TypeDir {
-		return layers.New(func(tw *tar.Writer) error { return nil }, s.layerOptions())
-	}
-	ids, err := s.workdirOwner(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c := &copier{known: known, ids: ids}
-	if err := c.createDirs(real); err != nil {
-		return nil, fmt.Errorf("WORKDIR %s: %w", wd, err)
+	c := &copier{known: known}
+	if h := known[real]; h == nil || h.Typeflag != tar.TypeDir {
+		if c.ids, err = s.workdirOwner(ctx); err != nil {
+			return nil, err
+		}
+		if err := c.createDirs(real); err != nil {
+			return nil, fmt.Errorf("WORKDIR %s: %w", wd, err)
+		}
 	}
 	return layers.New(func(tw *tar.Writer) error { return layers.Write(tw, c.entries, s.b.o.Epoch) }, s.layerOptions())
 }

@@ -172,14 +172,11 @@ func (s *state) realPath(ctx context.Context, p string) (string, error) {
 	return "/" + rel, err
 }
 
-// header tells what the stage holds at the real path p, as a layer entry's
-// header: nil when nothing is there.
+// header tells what the stage holds at the real path p (not the root), as
+// a layer entry's header: nil when nothing is there.
 func (s *state) header(ctx context.Context, p string) (*tar.Header, error) {
 	rel := strings.TrimPrefix(path.Clean("/"+p), "/")
-	switch {
-	case rel == "":
-		return &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755}, nil
-	case s.unpacked():
+	if s.unpacked() {
 		return layers.StatStack(s.dirs, rel)
 	}
 	return s.b.catalog.Stat(ctx, s.layers, rel)

@@ -2,8 +2,7 @@ package registry
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,14 +30,11 @@ func metaPath(dir string, h v1.Hash) string {
 // getMeta reads h from the cache; false when it is not there or its bytes
 // are not what h says (then it is removed).
 func getMeta(dir string, h v1.Hash) ([]byte, bool) {
-	if h.Algorithm != "sha256" {
-		return nil, false
-	}
 	data, err := os.ReadFile(metaPath(dir, h))
 	if err != nil {
 		return nil, false
 	}
-	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != h.Hex {
+	if sha256Of(data) != h {
 		os.Remove(metaPath(dir, h))
 		return nil, false
 	}
@@ -47,22 +43,7 @@ func getMeta(dir string, h v1.Hash) ([]byte, bool) {
 
 // putMeta keeps data as h, when it is what h says; best effort.
 func putMeta(dir string, h v1.Hash, data []byte) {
-	if sum := sha256.Sum256(data); h.Algorithm != "sha256" || hex.EncodeToString(sum[:]) != h.Hex {
-		return
-	}
-	p := metaPath(dir, h)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-")
-	if err != nil {
-		return
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil && cerr == nil {
-		os.Rename(tmp.Name(), p)
-	}
+	writeBlob(metaPath(dir, h), static.NewLayer(data, ""), h, int64(len(data)))
 }
 
 // image reads the index's entry d: its manifest and config from the
@@ -156,7 +137,7 @@ func (mi *mountableImage) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
 	return mountable(l, mi.from), nil
 }
 
-var errNotCached = fmt.Errorf("not in the metadata cache")
+var errNotCached = errors.New("not in the metadata cache")
 
 // metaImage is an image whose manifest and config are at hand.
 type metaImage struct {
