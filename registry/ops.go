@@ -21,27 +21,11 @@ import (
 // in another repository of it mounted, the rest streamed from where src
 // is, never held whole in memory.
 func Write(ctx context.Context, src *Source, dst name.Reference, o Options) (v1.Hash, error) {
-	var t remote.Taggable = src.Image
+	var m manifest = src.Image
 	if src.Index != nil {
-		t = src.Index
+		m = src.Index
 	}
-	h, err := src.Digest()
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	p, err := remote.NewPusher(o.remote(ctx)...)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	if err := p.Push(ctx, dst.Context().Digest(h.String()), t); err != nil {
-		return v1.Hash{}, fmt.Errorf("pushing to %s: %w", dst.Context(), err)
-	}
-	if _, ok := dst.(name.Tag); ok {
-		if err := p.Push(ctx, dst, t); err != nil {
-			return v1.Hash{}, fmt.Errorf("tagging %s: %w", dst, err)
-		}
-	}
-	return h, nil
+	return NewPusher(ctx, []name.Reference{dst}, o).write(ctx, m)
 }
 
 // Select narrows a multi-platform source to the platforms given: one

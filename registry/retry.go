@@ -126,6 +126,9 @@ func newRetrying(inner http.RoundTripper, r Retry) *retrying {
 }
 
 func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
+	if isPing(req) {
+		return pings.ping(req, t.send)
+	}
 	resp, err := t.send(req)
 	if err == nil && req.Method == http.MethodGet && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent) {
 		resp.Body = &resuming{t: t, req: req, body: resp.Body, size: resp.ContentLength}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -146,5 +148,83 @@ func TestRetryLeavesPatchToTheUpload(t *testing.T) {
 	}
 	if !retryable(fmt.Errorf("wrapped: %w", io.ErrUnexpectedEOF)) || retryable(&gaveUpError{req, 4, io.EOF}) {
 		t.Error("an upload should restart after a broken PATCH, never after a request that used all its tries")
+	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// A registry's answer to the ping is asked for once: 401 with its
+// challenge, or the plain HTTP that answers a TLS handshake (the https
+// probe of a plain-HTTP registry); pings sent at the same time wait for
+// one answer; anything else (a 404 here) is asked again.
+func TestPingAnswersKept(t *testing.T) {
+	var pinged atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pinged.Add(1)
+		time.Sleep(20 * time.Millisecond)
+		if r.URL.Path != "/v2/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="https://auth.example/token"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	l := &countingListener{Listener: srv.Listener}
+	srv.Listener = l
+	srv.Start()
+	defer srv.Close()
+	c := client(fastRetry)
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	for i := range 2 {
+		_, err := c.Get("https://" + host + "/v2/")
+		if err == nil || !strings.Contains(err.Error(), "HTTP response to HTTPS client") {
+			t.Fatalf("https ping %d of a plain-HTTP registry: %v", i, err)
+		}
+	}
+	if n := l.n.Load(); n != 1 {
+		t.Errorf("the https probe connected %d times, want once", n)
+	}
+
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			resp, err := c.Get("http://" + host + "/v2/")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
+				t.Errorf("ping answered %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+	wg.Wait()
+	if n := pinged.Load(); n != 1 {
+		t.Errorf("5 pings reached the registry %d times, want once", n)
+	}
+
+	for range 2 {
+		resp, err := c.Get("http://" + host + "/v2/?other")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if n := pinged.Load(); n != 3 {
+		t.Errorf("requests other than the ping reached the registry %d times, want 2", n-1)
 	}
 }

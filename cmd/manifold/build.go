@@ -80,6 +80,7 @@ func runBuild(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dest.prepare(ctx, o.Registry)
 	res, err := assemble.Build(ctx, o)
 	if err != nil {
 		return err

@@ -28,6 +28,15 @@ type destination struct {
 	// repositories by digest alone, no tag made (a one-platform build as
 	// its image, not an index), for a later index create to merge.
 	byDigest bool
+	// pusher pushes to tags, asking what they name while the build runs.
+	pusher *registry.Pusher
+}
+
+// prepare starts what a push can do before there is a result.
+func (d *destination) prepare(ctx context.Context, ro registry.Options) {
+	if d.push && !d.byDigest {
+		d.pusher = registry.NewPusher(ctx, d.tags, ro)
+	}
 }
 
 func (f *buildFlags) destination(ro registry.Options) (*destination, error) {
@@ -124,7 +133,11 @@ func (d *destination) write(ctx context.Context, res *assemble.Result, ro regist
 			return err
 		}
 	case d.push:
-		if _, err := registry.Push(ctx, res.Index, d.tags, ro); err != nil {
+		if d.pusher == nil {
+			d.prepare(ctx, ro)
+		}
+		d.pusher.OnProgress = ro.OnProgress
+		if _, err := d.pusher.Push(ctx, res.Index); err != nil {
 			return err
 		}
 		for _, t := range d.tags {
