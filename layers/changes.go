@@ -29,26 +29,27 @@ type ChangeOptions struct {
 // The cost follows the size of upper, not of the root filesystem.
 func Changes(upper string, lowers []string, o ChangeOptions) ([]Entry, error) {
 	c := &changes{upper: upper, lowers: lowers, o: o}
-	return c.dir("", false)
+	err := c.dir("", false)
+	return c.out, err
 }
 
 type changes struct {
 	upper  string
 	lowers []string
 	o      ChangeOptions
+	out    []Entry // in the order found: a directory before what is in it
 }
 
 // dir lists the changes under rel; hidden: an opaque directory above hides
 // the lower layers there, so that nothing in it is merely copied up.
-func (c *changes) dir(rel string, hidden bool) ([]Entry, error) {
+func (c *changes) dir(rel string, hidden bool) error {
 	des, err := os.ReadDir(filepath.Join(c.upper, rel))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []Entry
 	if hidden {
-		if out, err = c.deletedBelow(rel, des); err != nil {
-			return nil, err
+		if err := c.deletedBelow(rel, des); err != nil {
+			return err
 		}
 	}
 	for _, de := range des {
@@ -56,58 +57,51 @@ func (c *changes) dir(rel string, hidden bool) ([]Entry, error) {
 		host := filepath.Join(c.upper, p)
 		fi, err := os.Lstat(host)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if isWhiteout(fi) {
-			out = append(out, whiteout(path.Join(rel, whPrefix+de.Name()), fi))
-			continue
-		}
-		if !fi.IsDir() {
-			e, err := entryOf(host, p, fi)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, c.mapIDs(e))
-			continue
-		}
-		opaque := isOpaque(host)
-		sub, err := c.dir(p, hidden || opaque)
-		if err != nil {
-			return nil, err
-		}
-		if len(sub) == 0 && !opaque && !hidden && !c.dirChanged(p, fi) {
+			c.out = append(c.out, whiteout(path.Join(rel, whPrefix+de.Name()), fi))
 			continue
 		}
 		e, err := entryOf(host, p, fi)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out = append(out, c.mapIDs(e))
-		out = append(out, sub...)
+		c.out = append(c.out, c.mapIDs(e))
+		if !fi.IsDir() {
+			continue
+		}
+		at := len(c.out)
+		opaque := isOpaque(host)
+		if err := c.dir(p, hidden || opaque); err != nil {
+			return err
+		}
+		if len(c.out) == at && !opaque && !hidden && !c.dirChanged(p, fi) {
+			c.out = c.out[:at-1] // only copied up: not a change
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // deletedBelow lists, as deletions, what the lower layers show in the
 // directory rel that upper, whose entries there are des, hides: rel is in a
 // directory that the step removed and made again.
-func (c *changes) deletedBelow(rel string, des []fs.DirEntry) ([]Entry, error) {
+func (c *changes) deletedBelow(rel string, des []fs.DirEntry) error {
 	made := map[string]bool{}
 	for _, de := range des {
 		made[de.Name()] = true
 	}
-	var out []Entry
 	for i := len(c.lowers) - 1; i >= 0; i-- {
 		host, fi, hides, err := lookIn(c.lowers[i], rel)
 		switch {
 		case err != nil:
-			return nil, err
+			return err
 		case fi != nil && !fi.IsDir():
-			return out, nil // a file or a deletion here: nothing below shows
+			return nil // a file or a deletion here: nothing below shows
 		case fi != nil:
 			lower, err := os.ReadDir(host)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			for _, de := range lower {
 				if made[de.Name()] {
@@ -115,7 +109,7 @@ func (c *changes) deletedBelow(rel string, des []fs.DirEntry) ([]Entry, error) {
 				}
 				made[de.Name()] = true
 				if info, err := de.Info(); err == nil && !isWhiteout(info) {
-					out = append(out, whiteout(path.Join(rel, whPrefix+de.Name()), info))
+					c.out = append(c.out, whiteout(path.Join(rel, whPrefix+de.Name()), info))
 				}
 			}
 			hides = hides || isOpaque(host)
@@ -124,7 +118,7 @@ func (c *changes) deletedBelow(rel string, des []fs.DirEntry) ([]Entry, error) {
 			break
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // dirChanged tells whether a directory of upper is new or differs from the

@@ -70,17 +70,21 @@ func entryOf(p, name string, fi fs.FileInfo) (Entry, error) {
 		e.Inode = fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 	}
 	if fi.Mode().IsRegular() {
-		e.Source = p
+		e.Source = p // with its extended attributes, read when it is written
 	}
-	e.PAXRecords = readXattrs(p)
 	return e, nil
 }
 
-func readXattrs(p string) map[string]string {
-	var recs map[string]string
-	buf := make([]byte, 256)
+// withXattrs adds to recs, as PAX records, the kept extended attributes of
+// the open file fd that recs lacks. Only a regular file has any: the kernel
+// takes security.capability on nothing else.
+func withXattrs(fd int, recs map[string]string) map[string]string {
+	var buf [256]byte
 	for _, name := range keptXattrs {
-		n, err := unix.Lgetxattr(p, name, buf)
+		if _, ok := recs[paxXattr+name]; ok {
+			continue
+		}
+		n, err := unix.Fgetxattr(fd, name, buf[:])
 		if err != nil || n <= 0 {
 			continue
 		}

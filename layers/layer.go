@@ -73,12 +73,23 @@ func New(write func(*tar.Writer) error, opts Options) (v1.Layer, error) {
 		return nil, err
 	}
 	sum := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(zw, sum))
-	if err := write(tw); err != nil {
-		return nil, err
+	// The tar stream comes in pieces of a few hundred bytes (a header, a
+	// small file, its padding): gathered, they go to the compressor and the
+	// hash in large writes, on a goroutine of their own, while the next
+	// files are read.
+	aw := newAsyncWriter(io.MultiWriter(zw, sum), 256<<10)
+	tw := tar.NewWriter(aw)
+	err = write(tw)
+	if err == nil {
+		if err = tw.Close(); err != nil {
+			err = fmt.Errorf("closing tar stream: %w", err)
+		}
 	}
-	if err := tw.Close(); err != nil {
-		return nil, fmt.Errorf("closing tar stream: %w", err)
+	if cerr := aw.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := zw.Close(); err != nil {
 		return nil, fmt.Errorf("closing %s stream: %w", opts.compression(), err)
@@ -96,6 +107,57 @@ func New(write func(*tar.Writer) error, opts Options) (v1.Layer, error) {
 		return nil, err
 	}
 	return partial.CompressedToLayer(l)
+}
+
+// asyncWriter passes what is written to w on another goroutine, in blocks
+// of a given size: the writer goes on while w works. Close writes the rest,
+// waits, and returns w's first error (what comes after one is dropped).
+type asyncWriter struct {
+	w          io.Writer
+	buf        []byte
+	full, free chan []byte
+	done       chan struct{}
+	err        error // w's, read once done is closed
+}
+
+func newAsyncWriter(w io.Writer, size int) *asyncWriter {
+	a := &asyncWriter{w: w, full: make(chan []byte, 2), free: make(chan []byte, 3), done: make(chan struct{})}
+	for range 3 {
+		a.free <- make([]byte, 0, size)
+	}
+	a.buf = <-a.free
+	go func() {
+		defer close(a.done)
+		for b := range a.full {
+			if a.err == nil {
+				_, a.err = a.w.Write(b)
+			}
+			a.free <- b[:0]
+		}
+	}()
+	return a
+}
+
+func (a *asyncWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := copy(a.buf[len(a.buf):cap(a.buf)], p)
+		a.buf, p = a.buf[:len(a.buf)+k], p[k:]
+		if len(a.buf) == cap(a.buf) {
+			a.full <- a.buf
+			a.buf = <-a.free
+		}
+	}
+	return n, nil
+}
+
+func (a *asyncWriter) Close() error {
+	if len(a.buf) > 0 {
+		a.full <- a.buf
+	}
+	close(a.full)
+	<-a.done
+	return a.err
 }
 
 type countingWriter struct {

@@ -2,6 +2,7 @@ package layers
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -374,8 +375,16 @@ func TestFileCapabilitiesRoundTrip(t *testing.T) {
 		t.Fatalf("on disk: %q, %v", buf[:n], err)
 	}
 	back, err := EntryFor(filepath.Join(root, "ping"), "ping")
-	if err != nil || back.PAXRecords[paxXattr+"security.capability"] != capV2 {
-		t.Errorf("read back: %v, %v", back.PAXRecords, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := Write(tar.NewWriter(&b), []Entry{back}, nil); err != nil {
+		t.Fatal(err)
+	}
+	h, err := tar.NewReader(&b).Next()
+	if err != nil || h.PAXRecords[paxXattr+"security.capability"] != capV2 {
+		t.Errorf("written again: %v, %v", h, err)
 	}
 }
 
@@ -430,6 +439,46 @@ func BenchmarkChangesOfOneFile(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkStepOfManyFiles measures what follows a step that made 5,000
+// small files (the benchmark's run case): reading its changes from the
+// upper directory, and writing them as a compressed layer. The files are
+// on /dev/shm when it is there, as a step's on the memory scratch are.
+func BenchmarkStepOfManyFiles(b *testing.B) {
+	dir := ""
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		dir = "/dev/shm"
+	}
+	lower := b.TempDir()
+	upper, err := os.MkdirTemp(dir, "manifold-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(upper) })
+	os.MkdirAll(filepath.Join(upper, "data"), 0o755)
+	for i := 1; i <= 5000; i++ {
+		os.WriteFile(filepath.Join(upper, "data", fmt.Sprintf("f%d", i)), fmt.Appendf(nil, "%d\n", i), 0o644)
+	}
+	out := b.TempDir()
+	b.Run("changes", func(b *testing.B) {
+		for b.Loop() {
+			if es, err := Changes(upper, []string{lower}, ChangeOptions{}); err != nil || len(es) != 5001 {
+				b.Fatalf("%d entries, %v", len(es), err)
+			}
+		}
+	})
+	es, err := Changes(upper, []string{lower}, ChangeOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("layer", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := New(func(tw *tar.Writer) error { return Write(tw, es, nil) }, Options{Dir: out}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // A layer unpacked as a snapshot keeps its deletions and opaque markers in

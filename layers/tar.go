@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +39,8 @@ func Write(tw *tar.Writer, entries []Entry, epoch *time.Time) error {
 	}
 	slices.SortStableFunc(sorted, func(a, b Entry) int { return comparePaths(a.Name, b.Name) })
 	first := map[string]string{}
+	var src sources
+	defer src.close()
 	for _, e := range sorted {
 		if e.Typeflag == tar.TypeReg && e.Inode != "" {
 			if target, ok := first[e.Inode]; ok {
@@ -46,7 +49,7 @@ func Write(tw *tar.Writer, entries []Entry, epoch *time.Time) error {
 				first[e.Inode] = e.Name
 			}
 		}
-		if err := writeEntry(tw, e); err != nil {
+		if err := src.writeEntry(tw, e); err != nil {
 			return fmt.Errorf("writing %s: %w", e.Name, err)
 		}
 	}
@@ -89,7 +92,35 @@ func withParents(entries []Entry) []Entry {
 // copyBufs are the buffers file contents go through into a layer.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
-func writeEntry(tw *tar.Writer, e Entry) error {
+// sources opens the host files whose contents go into a layer, each from
+// its directory, held open while the files in it come (they come sorted by
+// path): a lookup of one name instead of a whole path per file.
+type sources struct {
+	dir string
+	fd  int
+}
+
+func (s *sources) open(p string) (int, error) {
+	dir, name := filepath.Split(p)
+	if s.dir != dir || s.fd <= 0 {
+		s.close()
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		s.dir, s.fd = dir, fd
+	}
+	return unix.Openat(s.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+}
+
+func (s *sources) close() {
+	if s.fd > 0 {
+		unix.Close(s.fd)
+	}
+	s.dir, s.fd = "", 0
+}
+
+func (s *sources) writeEntry(tw *tar.Writer, e Entry) error {
 	if e.Typeflag != tar.TypeReg {
 		e.Size = 0
 		return tw.WriteHeader(&e.Header)
@@ -104,12 +135,14 @@ func writeEntry(tw *tar.Writer, e Entry) error {
 	}
 	// Straight system calls: an *os.File would add a poller registration,
 	// a stat and a last read for each of thousands of small files. The
-	// size is the entry's, from when the file was listed.
-	fd, err := unix.Open(e.Source, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	// size is the entry's, from when the file was listed; the file's
+	// extended attributes are read here, from the open file.
+	fd, err := s.open(e.Source)
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: e.Source, Err: err}
 	}
 	defer unix.Close(fd)
+	e.PAXRecords = withXattrs(fd, e.PAXRecords)
 	if err := tw.WriteHeader(&e.Header); err != nil {
 		return err
 	}
