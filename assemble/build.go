@@ -88,10 +88,19 @@ type Result struct {
 	Images []PlatformImage
 	Steps  []CachedStep // every step that may add a layer, in the order they ended
 	dir    string
+	// scratchGone is closed once the build's memory scratch is deleted:
+	// meanwhile the result can be pushed.
+	scratchGone <-chan struct{}
 }
 
-// Close removes the files of the result's new layers.
-func (r *Result) Close() error { return os.RemoveAll(r.dir) }
+// Close removes the files of the result's new layers, once the build's
+// scratch files are gone.
+func (r *Result) Close() error {
+	if r.scratchGone != nil {
+		<-r.scratchGone
+	}
+	return os.RemoveAll(r.dir)
+}
 
 // PlatformImage is one platform's image of a build.
 type PlatformImage struct {
@@ -101,7 +110,7 @@ type PlatformImage struct {
 
 // Build builds the Dockerfile for every platform, in parallel, and returns
 // the index in the base index's platform order.
-func Build(ctx context.Context, o Options) (*Result, error) {
+func Build(ctx context.Context, o Options) (res *Result, err error) {
 	b, err := newBuilder(o)
 	if err != nil {
 		return nil, err
@@ -110,8 +119,15 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	// and are read again when the result is pushed: they get the build's,
 	// not the per-platform group's, which ends with Build.
 	b.openCtx = ctx
-	defer b.cleanup(ctx)
-	res := &Result{}
+	defer func() {
+		gone := b.cleanup(ctx)
+		if err != nil {
+			<-gone // a failed build leaves nothing when it returns
+		} else {
+			res.scratchGone = gone
+		}
+	}()
+	res = &Result{}
 	if res.dir, err = os.MkdirTemp(o.WorkDir, "manifold-layers-"); err != nil {
 		return nil, err
 	}
@@ -257,17 +273,24 @@ func newBuilder(o Options) (*builder, error) {
 // cleanup sets the build's scratch files aside, in one rename: deleting
 // the thousands of files a step can leave costs as much as the step, so a
 // later build (or manifold prune) deletes them while it works. An
-// interrupted build leaves nothing behind: it deletes them now.
-func (b *builder) cleanup(ctx context.Context) {
-	b.sandbox.mem.close() // in memory, deleting is quick
+// interrupted build leaves nothing behind: it deletes them now. The memory
+// scratch, whose files hold memory, is deleted on a goroutine of its own
+// (while the result is pushed): the channel is closed once it is gone.
+func (b *builder) cleanup(ctx context.Context) <-chan struct{} {
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		b.sandbox.mem.close()
+	}()
 	if ctx.Err() != nil {
 		os.RemoveAll(b.workDir)
-		return
+		return gone
 	}
 	trash := filepath.Join(filepath.Dir(b.workDir), trashPrefix+filepath.Base(b.workDir))
 	if os.Rename(b.workDir, trash) != nil {
 		os.RemoveAll(b.workDir)
 	}
+	return gone
 }
 
 // trashPrefix names scratch folders of finished builds, waiting to be

@@ -59,6 +59,7 @@ func TestMemoryScratch(t *testing.T) {
 	if f := layerFiles(t, ls[4])["both"]; f.Data != "small\nbig\n" {
 		t.Errorf("/both: %q, want what the steps before wrote", f.Data)
 	}
+	res.Close()
 	if left, _ := os.ReadDir(mem); len(left) != 0 {
 		t.Errorf("the memory scratch holds %v after the build, want nothing (the dead build's folder too)", left)
 	}
