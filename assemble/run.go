@@ -1,7 +1,6 @@
 package assemble
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -70,11 +69,8 @@ func (s *state) run(ctx context.Context, in *Instruction) error {
 			return nil, err
 		}
 		res := &stepResult{createdBy: createdBy, files: files}
-		if len(files.entries) == 0 {
-			return res, nil
-		}
-		if res.layer, err = layers.New(func(tw *tar.Writer) error { return layers.Write(tw, files.entries, s.b.o.Epoch) }, s.layerOptions()); err != nil {
-			return nil, err
+		if res.layer, err = files.layer(s.b.o.Epoch, s.layerOptions()); err != nil || res.layer == nil {
+			return res, err
 		}
 		if !files.whole {
 			files.dir, err = s.b.sandbox.keep(append(slices.Clone(s.layers), res.layer), files.dir)

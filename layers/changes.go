@@ -8,6 +8,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,80 +30,158 @@ type ChangeOptions struct {
 // marker; overlay xattrs are dropped. A directory that was only copied up, unchanged, is left out.
 // The cost follows the size of upper, not of the root filesystem.
 func Changes(upper string, lowers []string, o ChangeOptions) ([]Entry, error) {
-	c := &changes{upper: upper, lowers: lowers, o: o}
-	err := c.dir("", false)
-	return c.out, err
+	var out []Entry
+	err := ChangesTo(upper, lowers, o, func(e Entry) error {
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// ChangesTo gives yield what Changes lists, one entry at a time as it is
+// found, in the order a layer has them (see SortedWriter): each
+// directory's entries by name, deletions by their ".wh." names among them,
+// a directory right before what is in it.
+func ChangesTo(upper string, lowers []string, o ChangeOptions, yield func(Entry) error) error {
+	c := &changes{upper: upper, lowers: lowers, o: o, yield: yield}
+	return c.dir("", false)
 }
 
 type changes struct {
 	upper  string
 	lowers []string
 	o      ChangeOptions
-	out    []Entry // in the order found: a directory before what is in it
+	yield  func(Entry) error
+	// pending are the directories on the way to where dir looks, not
+	// given yet: each is, just before the first entry found below it.
+	pending []Entry
 }
 
-// dir lists the changes under rel; hidden: an opaque directory above hides
+// give gives e, after the directories it is in.
+func (c *changes) give(e Entry) error {
+	for _, d := range c.pending {
+		if err := c.yield(d); err != nil {
+			return err
+		}
+	}
+	c.pending = c.pending[:0]
+	return c.yield(e)
+}
+
+// item is one name in an upper directory, under the name its entry takes:
+// an upper file (de), or a deletion of what the lower layers show there
+// (below).
+type item struct {
+	name  string
+	de    fs.DirEntry
+	fi    fs.FileInfo // de's, when known
+	below fs.FileInfo
+}
+
+// dir gives the changes under rel; hidden: an opaque directory above hides
 // the lower layers there, so that nothing in it is merely copied up.
 func (c *changes) dir(rel string, hidden bool) error {
 	des, err := os.ReadDir(filepath.Join(c.upper, rel))
 	if err != nil {
 		return err
 	}
-	if hidden {
-		if err := c.deletedBelow(rel, des); err != nil {
-			return err
-		}
-	}
+	items := make([]item, 0, len(des))
+	sorted := true
 	for _, de := range des {
-		p := path.Join(rel, de.Name())
-		host := filepath.Join(c.upper, p)
-		fi, err := os.Lstat(host)
+		it := item{name: de.Name(), de: de}
+		if de.Type()&fs.ModeCharDevice != 0 {
+			if it.fi, err = os.Lstat(filepath.Join(c.upper, rel, de.Name())); err != nil {
+				return err
+			}
+			if isWhiteout(it.fi) {
+				it.name, sorted = whPrefix+de.Name(), false
+			}
+		}
+		items = append(items, it)
+	}
+	if hidden {
+		gone, err := c.deletedBelow(rel, des)
 		if err != nil {
 			return err
 		}
+		for _, fi := range gone {
+			items = append(items, item{name: whPrefix + fi.Name(), below: fi})
+		}
+		sorted = sorted && len(gone) == 0
+	}
+	if !sorted {
+		slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.name, b.name) })
+	}
+	for _, it := range items {
+		p := path.Join(rel, it.name)
+		if it.below != nil {
+			if err := c.give(whiteout(p, it.below)); err != nil {
+				return err
+			}
+			continue
+		}
+		host := filepath.Join(c.upper, rel, it.de.Name())
+		fi := it.fi
+		if fi == nil {
+			if fi, err = os.Lstat(host); err != nil {
+				return err
+			}
+		}
 		if isWhiteout(fi) {
-			c.out = append(c.out, whiteout(path.Join(rel, whPrefix+de.Name()), fi))
+			if err := c.give(whiteout(p, fi)); err != nil {
+				return err
+			}
 			continue
 		}
 		e, err := entryOf(host, p, fi)
 		if err != nil {
 			return err
 		}
-		c.out = append(c.out, c.mapIDs(e))
+		e = c.mapIDs(e)
 		if !fi.IsDir() {
+			if err := c.give(e); err != nil {
+				return err
+			}
 			continue
 		}
-		at := len(c.out)
+		at := len(c.pending)
+		c.pending = append(c.pending, e)
 		opaque := isOpaque(host)
 		if err := c.dir(p, hidden || opaque); err != nil {
 			return err
 		}
-		if len(c.out) == at && !opaque && !hidden && !c.dirChanged(p, fi) {
-			c.out = c.out[:at-1] // only copied up: not a change
+		if len(c.pending) > at { // nothing below it was given
+			c.pending = c.pending[:at]
+			if opaque || hidden || c.dirChanged(p, fi) {
+				if err := c.give(e); err != nil {
+					return err
+				}
+			} // else it was only copied up: not a change
 		}
 	}
 	return nil
 }
 
-// deletedBelow lists, as deletions, what the lower layers show in the
-// directory rel that upper, whose entries there are des, hides: rel is in a
-// directory that the step removed and made again.
-func (c *changes) deletedBelow(rel string, des []fs.DirEntry) error {
+// deletedBelow lists what the lower layers show in the directory rel that
+// upper, whose entries there are des, hides: rel is in a directory that
+// the step removed and made again.
+func (c *changes) deletedBelow(rel string, des []fs.DirEntry) ([]fs.FileInfo, error) {
 	made := map[string]bool{}
 	for _, de := range des {
 		made[de.Name()] = true
 	}
+	var gone []fs.FileInfo
 	for i := len(c.lowers) - 1; i >= 0; i-- {
 		host, fi, hides, err := lookIn(c.lowers[i], rel)
 		switch {
 		case err != nil:
-			return err
+			return nil, err
 		case fi != nil && !fi.IsDir():
-			return nil // a file or a deletion here: nothing below shows
+			return gone, nil // a file or a deletion here: nothing below shows
 		case fi != nil:
 			lower, err := os.ReadDir(host)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			for _, de := range lower {
 				if made[de.Name()] {
@@ -109,7 +189,7 @@ func (c *changes) deletedBelow(rel string, des []fs.DirEntry) error {
 				}
 				made[de.Name()] = true
 				if info, err := de.Info(); err == nil && !isWhiteout(info) {
-					c.out = append(c.out, whiteout(path.Join(rel, whPrefix+de.Name()), info))
+					gone = append(gone, info)
 				}
 			}
 			hides = hides || isOpaque(host)
@@ -118,7 +198,7 @@ func (c *changes) deletedBelow(rel string, des []fs.DirEntry) error {
 			break
 		}
 	}
-	return nil
+	return gone, nil
 }
 
 // dirChanged tells whether a directory of upper is new or differs from the

@@ -90,7 +90,8 @@ func fuzzTree(dir string, ops []byte, upper bool) {
 // Any lower and upper tree: the changes captured from the upper one
 // make a layer that unpacks, onto the lower one, without error, every
 // file the step wrote is there with its contents and every deletion is
-// gone.
+// gone; and they come in the layer's order, so that writing them as they
+// are found makes the same layer.
 func FuzzChanges(f *testing.F) {
 	testkit.RequireRoot(f, "deletions in an upper directory are character devices: root makes them")
 	f.Add([]byte{3, 0, 0, 1, 1, 0, 0, 3, 7, 0, 1, 9, 3, 2, 0, 4, 0, 0})
@@ -99,6 +100,9 @@ func FuzzChanges(f *testing.F) {
 	// Found by fuzzing: a directory under an opaque one, the same as the
 	// one it hides, was left out of the layer as merely copied up.
 	f.Add([]byte("B000000000X10000000000000A0000"))
+	// A deletion whose ".wh." name sorts before a file's that the upper
+	// directory lists first: lower c; upper b, c deleted.
+	f.Add([]byte{3, 0, 2, 1, 0, 1, 1, 3, 2, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) == 0 {
 			return
@@ -122,6 +126,17 @@ func FuzzChanges(f *testing.F) {
 			t.Fatalf("writing the layer: %v", err)
 		}
 		tw.Close()
+		var streamed bytes.Buffer
+		tw = tar.NewWriter(&streamed)
+		w := NewSortedWriter(tw, nil)
+		if err := ChangesTo(upper, []string{lower}, ChangeOptions{}, w.Add); err != nil {
+			t.Fatalf("writing the changes as they are found: %v", err)
+		}
+		w.Close()
+		tw.Close()
+		if !bytes.Equal(streamed.Bytes(), buf.Bytes()) {
+			t.Errorf("the changes written as they are found differ from the sorted layer:\n%v\n%v", tarNames(streamed.Bytes()), tarNames(buf.Bytes()))
+		}
 		if err := Unpack(context.Background(), applied, []v1.Layer{rawLayer{buf.Bytes()}}); err != nil {
 			t.Fatalf("unpacking the changes onto the lower tree: %v", err)
 		}
@@ -148,6 +163,16 @@ func FuzzChanges(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// tarNames lists the entry names of a tar stream.
+func tarNames(b []byte) []string {
+	var names []string
+	tr := tar.NewReader(bytes.NewReader(b))
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		names = append(names, h.Name)
+	}
+	return names
 }
 
 // hasLinkParent tells whether a directory on the way to rel is a symlink

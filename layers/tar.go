@@ -38,23 +38,51 @@ func Write(tw *tar.Writer, entries []Entry, epoch *time.Time) error {
 		normalize(&sorted[i].Header, epoch)
 	}
 	slices.SortStableFunc(sorted, func(a, b Entry) int { return comparePaths(a.Name, b.Name) })
-	first := map[string]string{}
-	var src sources
-	defer src.close()
+	w := NewSortedWriter(tw, epoch)
+	defer w.Close()
 	for _, e := range sorted {
-		if e.Typeflag == tar.TypeReg && e.Inode != "" {
-			if target, ok := first[e.Inode]; ok {
-				e.Typeflag, e.Linkname, e.Size = tar.TypeLink, target, 0
-			} else {
-				first[e.Inode] = e.Name
-			}
-		}
-		if err := src.writeEntry(tw, e); err != nil {
-			return fmt.Errorf("writing %s: %w", e.Name, err)
+		if err := w.Add(e); err != nil {
+			return err
 		}
 	}
 	return nil
 }
+
+// A SortedWriter writes entries as Write does, one at a time, for entries
+// that come in Write's order already, each path once and after its parent
+// directory: as ChangesTo gives a step's changes, which are then written
+// while they are found.
+type SortedWriter struct {
+	tw    *tar.Writer
+	epoch *time.Time
+	first map[string]string // the first name written of each hardlinked file
+	src   sources
+}
+
+// NewSortedWriter writes to tw, clamping times to epoch when it is not
+// nil. Close it once the entries are written.
+func NewSortedWriter(tw *tar.Writer, epoch *time.Time) *SortedWriter {
+	return &SortedWriter{tw: tw, epoch: epoch, first: map[string]string{}}
+}
+
+// Add writes e.
+func (w *SortedWriter) Add(e Entry) error {
+	normalize(&e.Header, w.epoch)
+	if e.Typeflag == tar.TypeReg && e.Inode != "" {
+		if target, ok := w.first[e.Inode]; ok {
+			e.Typeflag, e.Linkname, e.Size = tar.TypeLink, target, 0
+		} else {
+			w.first[e.Inode] = e.Name
+		}
+	}
+	if err := w.src.writeEntry(w.tw, e); err != nil {
+		return fmt.Errorf("writing %s: %w", e.Name, err)
+	}
+	return nil
+}
+
+// Close lets go of the directory whose files it was writing.
+func (w *SortedWriter) Close() { w.src.close() }
 
 // lastOfEach keeps one entry per path, the last given: two sources of a
 // COPY that land on one path leave the second, as in BuildKit (readers
