@@ -37,11 +37,13 @@ type Pusher struct {
 	o     Options
 	at    []v1.Hash // what each tag names, once asked is closed
 	asked chan struct{}
+	up    *uploader
 }
 
-// NewPusher starts asking what tags name; ctx bounds the asking.
+// NewPusher starts asking what tags name, and for a push token of each
+// repository; ctx bounds the asking.
 func NewPusher(ctx context.Context, tags []name.Reference, o Options) *Pusher {
-	p := &Pusher{OnProgress: o.OnProgress, tags: tags, o: o, at: make([]v1.Hash, len(tags)), asked: make(chan struct{})}
+	p := &Pusher{OnProgress: o.OnProgress, tags: tags, o: o, at: make([]v1.Hash, len(tags)), asked: make(chan struct{}), up: newUploader(o)}
 	go func() {
 		defer close(p.asked)
 		q, err := remote.NewPuller(o.remote(ctx)...)
@@ -53,6 +55,7 @@ func NewPusher(ctx context.Context, tags []name.Reference, o Options) *Pusher {
 			if _, ok := t.(name.Tag); ok {
 				wg.Go(func() { p.at[i] = existing(ctx, q, t) })
 			}
+			wg.Go(func() { p.up.client(ctx, t.Context()) })
 		}
 		wg.Wait()
 	}()
@@ -99,7 +102,7 @@ func (p *Pusher) write(ctx context.Context, m manifest) (v1.Hash, error) {
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	w := &pushing{p: pp, held: map[name.Repository]map[v1.Hash]bool{}}
+	w := &pushing{p: pp, up: p.up, held: map[name.Repository]map[v1.Hash]bool{}}
 	for i, t := range p.tags {
 		if at := p.at[i]; at != (v1.Hash{}) && at != h && p.o.MetaDir != "" {
 			repo := t.Context()
@@ -128,7 +131,8 @@ type manifest interface {
 
 // pushing is one push under way.
 type pushing struct {
-	p *remote.Pusher
+	p  *remote.Pusher
+	up *uploader
 	// held is what each repository holds for certain: the blobs and
 	// manifests under what its tag names, as far as the metadata cache
 	// knows them (each push keeps there what it wrote). They are not asked
@@ -202,9 +206,18 @@ func (w *pushing) writeNamed(ctx context.Context, repo name.Repository, m manife
 		if err != nil {
 			return err
 		}
-		for _, l := range append(blobs, cl) {
+		for _, l := range blobs {
 			g.Go(func() error { return upload(l) })
 		}
+		g.Go(func() error {
+			if d, err := cl.Digest(); err == nil && held[d] {
+				return nil
+			}
+			if sent, err := w.up.put(ctx, repo, cl); sent || err != nil {
+				return err
+			}
+			return upload(cl)
+		})
 	case v1.ImageIndex:
 		children, err := partial.Manifests(m)
 		if err != nil {

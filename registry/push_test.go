@@ -2,12 +2,17 @@ package registry_test
 
 import (
 	"context"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -131,7 +136,11 @@ func TestPushAsksOnlyWhatItCannotKnow(t *testing.T) {
 	}
 	held := blobsOf(t, first)
 	sent := map[string]bool{}
+	patches := 0
 	for _, r := range rl.Requests() {
+		if r.Method == http.MethodPatch {
+			patches++
+		}
 		switch d := r.Path[strings.LastIndex(r.Path, "/")+1:]; {
 		case r.Path == "/v2/":
 			t.Errorf("pinged again")
@@ -147,6 +156,9 @@ func TestPushAsksOnlyWhatItCannotKnow(t *testing.T) {
 		if !held[d] && !sent[d] {
 			t.Errorf("new blob %s not uploaded", d)
 		}
+	}
+	if patches != len(imgs) {
+		t.Errorf("%d uploads streamed, want %d (the new layers; configs go whole in their PUT)", patches, len(imgs))
 	}
 	got, err := remote.Index(tag)
 	if err != nil {
@@ -186,5 +198,40 @@ func TestPushAsksOnlyWhatItCannotKnow(t *testing.T) {
 	}
 	if asked != unknown {
 		t.Errorf("a runner without metadata asked for %d of the %d blobs it could not know of", asked, unknown)
+	}
+}
+
+// A registry that takes no blob whole in the PUT that closes its upload
+// gets the configs the long way, and the push is whole.
+func TestPushWithoutMonolithicUploads(t *testing.T) {
+	reg := ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0)))
+	var refused atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") && r.ContentLength > 0 {
+			refused.Add(1)
+			http.Error(w, `{"errors":[{"code":"UNSUPPORTED"}]}`, http.StatusBadRequest)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	img, err := random.Image(100, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := twoPlatforms(t, img, img)
+	tag, _ := name.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/app:1")
+	if _, err := registry.Push(context.Background(), idx, []name.Reference{tag}, registry.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if refused.Load() == 0 {
+		t.Error("no config was sent whole")
+	}
+	got, err := remote.Index(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Index(got); err != nil {
+		t.Errorf("the pushed index is not whole in the registry: %v", err)
 	}
 }
