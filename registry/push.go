@@ -190,9 +190,14 @@ func (w *pushing) writeNamed(ctx context.Context, repo name.Repository, m manife
 	held := w.held[repo]
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(pushJobs)
-	upload := func(l v1.Layer) error {
+	upload := func(l v1.Layer, ask bool) error {
 		if d, err := l.Digest(); err == nil && held[d] {
 			return nil
+		}
+		if _, ok := l.(*remote.MountableLayer); !ok { // one of the registry's own goes as ggcr mounts it
+			if there, err := w.up.put(ctx, repo, l, ask); there || err != nil {
+				return err
+			}
 		}
 		return w.p.Upload(ctx, repo, l)
 	}
@@ -207,17 +212,9 @@ func (w *pushing) writeNamed(ctx context.Context, repo name.Repository, m manife
 			return err
 		}
 		for _, l := range blobs {
-			g.Go(func() error { return upload(l) })
+			g.Go(func() error { return upload(l, true) })
 		}
-		g.Go(func() error {
-			if d, err := cl.Digest(); err == nil && held[d] {
-				return nil
-			}
-			if sent, err := w.up.put(ctx, repo, cl); sent || err != nil {
-				return err
-			}
-			return upload(cl)
-		})
+		g.Go(func() error { return upload(cl, false) })
 	case v1.ImageIndex:
 		children, err := partial.Manifests(m)
 		if err != nil {
@@ -225,7 +222,7 @@ func (w *pushing) writeNamed(ctx context.Context, repo name.Repository, m manife
 		}
 		for _, c := range children {
 			if l, ok := c.(v1.Layer); ok {
-				g.Go(func() error { return upload(l) })
+				g.Go(func() error { return upload(l, true) })
 				continue
 			}
 			d, err := c.Digest()

@@ -135,11 +135,14 @@ func TestPushAsksOnlyWhatItCannotKnow(t *testing.T) {
 		t.Fatal(err)
 	}
 	held := blobsOf(t, first)
-	sent := map[string]bool{}
+	sent, asked := map[string]bool{}, map[string]bool{}
 	patches := 0
 	for _, r := range rl.Requests() {
 		if r.Method == http.MethodPatch {
 			patches++
+		}
+		if r.Method == http.MethodHead {
+			asked[r.Path[strings.LastIndex(r.Path, "/")+1:]] = true
 		}
 		switch d := r.Path[strings.LastIndex(r.Path, "/")+1:]; {
 		case r.Path == "/v2/":
@@ -157,8 +160,21 @@ func TestPushAsksOnlyWhatItCannotKnow(t *testing.T) {
 			t.Errorf("new blob %s not uploaded", d)
 		}
 	}
-	if patches != len(imgs) {
-		t.Errorf("%d uploads streamed, want %d (the new layers; configs go whole in their PUT)", patches, len(imgs))
+	if patches != 0 {
+		t.Errorf("%d uploads streamed, want none: small blobs go whole in their PUT", patches)
+	}
+	for _, img := range imgs {
+		m, _ := img.Manifest()
+		if l := m.Layers[len(m.Layers)-1].Digest.String(); !asked[l] {
+			t.Errorf("the new layer %s was not looked for before it was sent", l)
+		}
+	}
+	nm, _ := next.IndexManifest()
+	for _, d := range nm.Manifests {
+		img, _ := next.Image(d.Digest)
+		if c, _ := img.ConfigName(); asked[c.String()] {
+			t.Errorf("the new config %s was looked for: a new image's config is never there", c)
+		}
 	}
 	got, err := remote.Index(tag)
 	if err != nil {
@@ -185,7 +201,7 @@ func TestPushAsksOnlyWhatItCannotKnow(t *testing.T) {
 	if _, err := registry.Push(ctx, next, []name.Reference{other}, registry.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	asked, unknown := 0, 0
+	looked, unknown := 0, 0
 	for d := range blobsOf(t, next) {
 		if held[d] {
 			unknown++
@@ -193,11 +209,11 @@ func TestPushAsksOnlyWhatItCannotKnow(t *testing.T) {
 	}
 	for _, r := range rl.Requests() {
 		if r.Method == http.MethodHead && strings.Contains(r.Path, "/blobs/") && held[r.Path[strings.LastIndex(r.Path, "/")+1:]] {
-			asked++
+			looked++
 		}
 	}
-	if asked != unknown {
-		t.Errorf("a runner without metadata asked for %d of the %d blobs it could not know of", asked, unknown)
+	if looked != unknown {
+		t.Errorf("a runner without metadata asked for %d of the %d blobs it could not know of", looked, unknown)
 	}
 }
 
@@ -233,5 +249,24 @@ func TestPushWithoutMonolithicUploads(t *testing.T) {
 	}
 	if err := validate.Index(got); err != nil {
 		t.Errorf("the pushed index is not whole in the registry: %v", err)
+	}
+}
+
+// A blob that several platforms' images share is sent once.
+func TestSharedBlobSentOnce(t *testing.T) {
+	host, rl := registrytest.Memory(t)
+	img, err := random.Image(100, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, _ := name.ParseReference(host + "/app:1")
+	if _, err := registry.Push(context.Background(), twoPlatforms(t, img, img), []name.Reference{tag}, registry.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := img.Manifest()
+	for _, l := range m.Layers {
+		if n := rl.Uploads(l.Digest.String()); n != 1 {
+			t.Errorf("layer %s, which both platforms have, was uploaded %d times", l.Digest, n)
+		}
 	}
 }
