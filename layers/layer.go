@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -77,7 +78,7 @@ func New(write func(*tar.Writer) error, opts Options) (v1.Layer, error) {
 	// small file, its padding): gathered, they go to the compressor and the
 	// hash in large writes, on a goroutine of their own, while the next
 	// files are read.
-	aw := newAsyncWriter(io.MultiWriter(zw, sum), 256<<10)
+	aw := newAsyncWriter(io.MultiWriter(zw, sum))
 	tw := tar.NewWriter(aw)
 	err = write(tw)
 	if err == nil {
@@ -110,7 +111,7 @@ func New(write func(*tar.Writer) error, opts Options) (v1.Layer, error) {
 }
 
 // asyncWriter passes what is written to w on another goroutine, in blocks
-// of a given size: the writer goes on while w works. Close writes the rest,
+// of 64 KiB: the writer goes on while w works. Close writes the rest,
 // waits, and returns w's first error (what comes after one is dropped).
 type asyncWriter struct {
 	w          io.Writer
@@ -120,10 +121,14 @@ type asyncWriter struct {
 	err        error // w's, read once done is closed
 }
 
-func newAsyncWriter(w io.Writer, size int) *asyncWriter {
+// asyncBlocks are the blocks of asyncWriters: three each, one being
+// filled, one being written, one waiting.
+var asyncBlocks = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func newAsyncWriter(w io.Writer) *asyncWriter {
 	a := &asyncWriter{w: w, full: make(chan []byte, 2), free: make(chan []byte, 3), done: make(chan struct{})}
 	for range 3 {
-		a.free <- make([]byte, 0, size)
+		a.free <- (*asyncBlocks.Get().(*[]byte))[:0]
 	}
 	a.buf = <-a.free
 	go func() {
@@ -154,9 +159,15 @@ func (a *asyncWriter) Write(p []byte) (int, error) {
 func (a *asyncWriter) Close() error {
 	if len(a.buf) > 0 {
 		a.full <- a.buf
+	} else {
+		a.free <- a.buf
 	}
 	close(a.full)
 	<-a.done
+	for range 3 {
+		b := <-a.free
+		asyncBlocks.Put(&b)
+	}
 	return a.err
 }
 
