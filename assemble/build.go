@@ -43,6 +43,10 @@ type Options struct {
 	CacheMounts string
 	// StepTimeout kills a RUN step that runs longer; 0: no limit.
 	StepTimeout time.Duration
+	// ContextSums is a folder where the digests of the context files that
+	// builds hash are kept, with the files' stats, so that a later build
+	// reads only the files that changed; "": every build reads them all.
+	ContextSums string
 	// WorkDir is where the build keeps its scratch files (steps' changes,
 	// new layers), in a folder of its own that it removes; default the
 	// system's temporary directory. It should be on a disk, not in memory.
@@ -120,7 +124,7 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	// not the per-platform group's, which ends with Build.
 	b.openCtx = ctx
 	defer func() {
-		gone := b.cleanup(ctx)
+		gone := b.cleanup(ctx, err == nil)
 		if err != nil {
 			<-gone // a failed build leaves nothing when it returns
 		} else {
@@ -229,6 +233,7 @@ func newBuilder(o Options) (*builder, error) {
 	if o.Dockerfile == "" {
 		o.Dockerfile = filepath.Join(o.Context, "Dockerfile")
 	}
+	cd.sums = openContextSums(o.ContextSums, o.Context, o.Dockerfile)
 	f, err := os.Open(o.Dockerfile)
 	if err != nil {
 		return nil, fmt.Errorf("reading Dockerfile: %w", err)
@@ -275,12 +280,16 @@ func newBuilder(o Options) (*builder, error) {
 // later build (or manifold prune) deletes them while it works. An
 // interrupted build leaves nothing behind: it deletes them now. The memory
 // scratch, whose files hold memory, is deleted on a goroutine of its own
-// (while the result is pushed): the channel is closed once it is gone.
-func (b *builder) cleanup(ctx context.Context) <-chan struct{} {
+// (while the result is pushed), which then, for a build that built, keeps
+// the context's file sums: the channel is closed once it is done.
+func (b *builder) cleanup(ctx context.Context, built bool) <-chan struct{} {
 	gone := make(chan struct{})
 	go func() {
 		defer close(gone)
 		b.sandbox.mem.close()
+		if built {
+			b.ctxDir.sums.save()
+		}
 	}()
 	if ctx.Err() != nil {
 		os.RemoveAll(b.workDir)

@@ -27,6 +27,7 @@ func cacheBuild(t *testing.T, ctxDir, dir string, plats []string, mod func(*asse
 	res := mustBuild(t, ctxDir, plats, func(o *assemble.Options) {
 		o.Runner = cr
 		o.Cache = &registry.LocalCache{Dir: dir, Max: registry.DefaultCacheSize}
+		o.ContextSums = filepath.Join(dir, "context")
 		if mod != nil {
 			mod(o)
 		}
@@ -52,6 +53,7 @@ func commands(runs []run) []string {
 // the step that reads it on, and an unused or ignored input misses
 // nothing.
 func TestLocalCacheHitsAndExactMisses(t *testing.T) {
+	defer assemble.SetSettled(0)() // the context's sums are kept however new its files are
 	host, _ := registrytest.Memory(t)
 	base := assembletest.Busybox(t, host+"/library/busybox:1", false, "linux/amd64", "linux/arm64", "linux/s390x")
 	ctxDir := writeContext(t, map[string]string{
@@ -90,6 +92,13 @@ COPY b.txt /b.txt
 		{"used build arg", func() {}, args("2", "2"), []string{"linux/amd64 third", "linux/arm64 third"}},
 		{"last file", func() { os.WriteFile(filepath.Join(ctxDir, "b.txt"), []byte("b2\n"), 0o644) }, args("2", "2"), nil},
 		{"first file", func() { os.WriteFile(filepath.Join(ctxDir, "a.txt"), []byte("a2\n"), 0o644) }, args("2", "2"),
+			[]string{"linux/amd64 second", "linux/amd64 third", "linux/arm64 second", "linux/arm64 third"}},
+		{"first file, its size and time kept", func() {
+			p := filepath.Join(ctxDir, "a.txt")
+			fi, _ := os.Stat(p)
+			os.WriteFile(p, []byte("a3\n"), 0o644)
+			os.Chtimes(p, fi.ModTime(), fi.ModTime())
+		}, args("2", "2"),
 			[]string{"linux/amd64 second", "linux/amd64 third", "linux/arm64 second", "linux/arm64 third"}},
 	} {
 		tc.change()

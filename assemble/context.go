@@ -21,6 +21,7 @@ type contextDir struct {
 	root   string
 	mu     sync.Mutex                     // the matcher compiles lazily: one caller at a time
 	ignore *patternmatcher.PatternMatcher // nil: nothing ignored
+	sums   *contextSums                   // the files' digests of earlier builds; nil: none
 }
 
 func openContext(dir string) (*contextDir, error) {
@@ -69,11 +70,12 @@ type sourceFS struct {
 	keepIDs  bool // keep owners (a stage or image), else 0:0 (the context)
 	confined bool // a root filesystem: symlinks resolve inside root
 	describe string
+	sums     *contextSums // the context's, for hashing its files
 }
 
 func (cd *contextDir) source() *sourceFS {
 	return &sourceFS{root: cd.root, ignored: cd.ignored, describe: "the build context",
-		skipDirs: cd.ignore == nil || !cd.ignore.Exclusions()}
+		skipDirs: cd.ignore == nil || !cd.ignore.Exclusions(), sums: cd.sums}
 }
 
 // match expands a COPY source, which may hold wildcards, to context-relative

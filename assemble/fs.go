@@ -165,11 +165,16 @@ func (sf *sourceFS) hashFile(h io.Writer, rel string) error {
 		}
 		fmt.Fprintf(h, " -> %q", target)
 	case fi.Mode().IsRegular():
-		sum := sha256.New()
-		if err := readFile(sum, p); err != nil {
+		sum, err := sf.sums.sum(rel, fi, func() (s [sha256.Size]byte, err error) {
+			d := sha256.New()
+			err = readFile(d, p)
+			d.Sum(s[:0])
+			return s, err
+		})
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(h, " %x", sum.Sum(nil))
+		fmt.Fprintf(h, " %x", sum)
 	}
 	_, err = h.Write([]byte{'\n'})
 	return err

@@ -194,6 +194,7 @@ func (f *buildFlags) options(contextDir string, errOut io.Writer) (assemble.Opti
 		WorkDir:     filepath.Join(f.cacheDir, "tmp"),
 		Rootfs:      &layers.Cache{Dir: filepath.Join(f.cacheDir, "rootfs")},
 		CacheMounts: filepath.Join(f.cacheDir, "mounts"),
+		ContextSums: filepath.Join(f.cacheDir, "context"),
 		MemDir:      f.memDir,
 	}
 	if o.Secrets, err = secrets(f.secrets); err != nil {

@@ -194,13 +194,16 @@ func runPrune(ctx context.Context, args []string, out, errOut io.Writer) error {
 	freed += mfreed
 	assemble.EmptyTrash(filepath.Join(*cacheDir, "tmp"))
 	// Unpacked bases are made again from their layers when a step needs
-	// them, base manifests and configs read again from the registry.
+	// them, base manifests and configs read again from the registry, the
+	// context files' sums from the files.
 	rootfs := filepath.Join(*cacheDir, "rootfs")
 	if err := os.RemoveAll(rootfs); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(filepath.Join(*cacheDir, "meta")); err != nil {
-		return err
+	for _, d := range []string{"meta", "context"} { // read again when needed
+		if err := os.RemoveAll(filepath.Join(*cacheDir, d)); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(out, "freed %d bytes of cached layers and cache mounts; removed the unpacked bases in %s\n", freed, rootfs)
 	return nil
