@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -226,6 +227,12 @@ func hasHostHandler(emu emulator) bool {
 
 // start runs the init and waits for it and its command.
 func (s *Sandbox) start(ctx context.Context, spec Spec, cfg *initConfig, ids *idPlan) (*initReport, error) {
+	// The init's parent-death signal (SIGKILL) comes when the OS thread
+	// that started it ends, and Go ends a thread whose locked goroutine
+	// returns: held by this goroutine until the init is reaped, the thread
+	// outlives it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -152,6 +153,37 @@ func TestUpperHoldsOnlyTheStepsChanges(t *testing.T) {
 	for _, kept := range []string{"srv/new", "bin/cat"} {
 		if _, err := os.Lstat(filepath.Join(res.Upper, kept)); err != nil {
 			t.Errorf("upper lacks the step's change %s: %v", kept, err)
+		}
+	}
+}
+
+// Threads that end take no sandbox with them. The init's parent-death
+// signal follows the OS thread that started it, and Go ends a thread when
+// a goroutine locked to it returns (as one that lowers its own priority
+// does): the starting thread must outlive the init.
+func TestSandboxOutlivesEndingThreads(t *testing.T) {
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { // threads keep ending
+		defer close(stopped)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ended := make(chan struct{})
+			go func() {
+				runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+				close(ended)
+			}()
+			<-ended
+		}
+	}()
+	defer func() { close(stop); <-stopped }()
+	for i := range 20 {
+		out, _, err := run(t, mustPlatform(t, "linux/amd64"), "sh", "-c", "sleep 0.05; echo ok")
+		if err != nil || !strings.Contains(out, "ok") {
+			t.Fatalf("run %d: %v\n%s", i, err, out)
 		}
 	}
 }

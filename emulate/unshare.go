@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"syscall"
 )
 
@@ -34,6 +35,8 @@ func Unshare() {
 }
 
 func reexecMapped(ids *idPlan) (int, error) {
+	runtime.LockOSThread() // the child's parent-death signal follows this thread: see Sandbox.start
+	defer runtime.UnlockOSThread()
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return 0, err
