@@ -50,70 +50,38 @@ type command struct {
 	stderr   io.Writer
 }
 
-// stepFiles is what a command changed: the entries of its layer (found by
-// comparing trees, or given by changes as it reads them from an overlay's
-// upper directory), and a directory of the files after it: one to stack on
-// the command's dirs, or (whole) a tree that replaces them.
+// stepFiles is what a command changed: the entries of its layer, found by
+// comparing trees, or (upper) an overlay's upper directory to read them
+// from; and a directory of the files after it: one to stack on the
+// command's dirs, or (whole) a tree that replaces them.
 type stepFiles struct {
 	entries []layers.Entry
-	changes func(yield func(layers.Entry) error) error
+	upper   *upperChanges
 	dir     string
 	whole   bool
 }
 
-// layer writes the step's changes as a layer, nil when there are none.
-// Changes read from an upper directory are written while they are read.
-func (f *stepFiles) layer(epoch *time.Time, o layers.Options) (v1.Layer, error) {
-	if f.changes == nil {
-		if len(f.entries) == 0 {
-			return nil, nil
-		}
-		return layers.New(func(tw *tar.Writer) error { return layers.Write(tw, f.entries, epoch) }, o)
-	}
-	found, read, stop := make(chan layers.Entry, 256), make(chan error, 1), make(chan struct{})
-	go func() {
-		defer close(found)
-		read <- f.changes(func(e layers.Entry) error {
-			select {
-			case found <- e:
-				return nil
-			case <-stop:
-				return errStopped
-			}
-		})
-	}()
-	defer func() {
-		close(stop)
-		for range found { // the reader gives up, if it has not ended
-		}
-	}()
-	first, ok := <-found
-	if !ok {
-		if err := <-read; err != nil {
-			return nil, fmt.Errorf("reading the step's changes: %w", err)
-		}
-		return nil, nil // no changes
-	}
-	l, err := layers.New(func(tw *tar.Writer) error {
-		w := layers.NewSortedWriter(tw, epoch)
-		defer w.Close()
-		for e, ok := first, true; ok; e, ok = <-found {
-			if err := w.Add(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, o)
-	if err != nil {
-		return nil, err
-	}
-	if err := <-read; err != nil { // it has ended: every entry it gave was taken
-		return nil, fmt.Errorf("reading the step's changes: %w", err)
-	}
-	return l, nil
+// upperChanges are a step's changes in an upper directory over lowers.
+type upperChanges struct {
+	dir    string
+	lowers []string
+	o      layers.ChangeOptions
 }
 
-var errStopped = errors.New("stopped")
+// layer writes the step's changes as a layer, nil when there are none.
+func (f *stepFiles) layer(epoch *time.Time, o layers.Options) (v1.Layer, error) {
+	if u := f.upper; u != nil {
+		l, err := layers.NewFromChanges(u.dir, u.lowers, u.o, epoch, o)
+		if err != nil {
+			return nil, fmt.Errorf("reading the step's changes: %w", err)
+		}
+		return l, nil
+	}
+	if len(f.entries) == 0 {
+		return nil, nil
+	}
+	return layers.New(func(tw *tar.Writer) error { return layers.Write(tw, f.entries, epoch) }, o)
+}
 
 // run runs c. With keep it returns c's changes, whose directory lives in
 // the sandbox's scratch folder; without, it throws them away.
@@ -190,10 +158,8 @@ func (sb *sandbox) runIn(ctx context.Context, c command, dir string) (*emulate.R
 // changed with the unchanged one.
 func (sb *sandbox) changes(ctx context.Context, c command, res *emulate.Result) (*stepFiles, error) {
 	if res.Upper != "" {
-		changes := func(yield func(layers.Entry) error) error {
-			return layers.ChangesTo(res.Upper, c.dirs, layers.ChangeOptions{IDs: res.ContainerIDs}, yield)
-		}
-		return &stepFiles{changes: changes, dir: res.Upper}, nil
+		u := &upperChanges{dir: res.Upper, lowers: c.dirs, o: layers.ChangeOptions{IDs: res.ContainerIDs}}
+		return &stepFiles{upper: u, dir: res.Upper}, nil
 	}
 	old, err := sb.unpacked(ctx, c.layers)
 	if err != nil {

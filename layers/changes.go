@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,6 +47,52 @@ func ChangesTo(upper string, lowers []string, o ChangeOptions, yield func(Entry)
 	c := &changes{upper: upper, lowers: lowers, o: o, yield: yield}
 	return c.dir("", false)
 }
+
+// NewFromChanges writes the changes in upper (as ChangesTo gives them) as a
+// layer (see New and SortedWriter) while it reads them, on two
+// goroutines; nil when there are none.
+func NewFromChanges(upper string, lowers []string, co ChangeOptions, epoch *time.Time, o Options) (v1.Layer, error) {
+	found, read, stop := make(chan Entry, 256), make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(found)
+		read <- ChangesTo(upper, lowers, co, func(e Entry) error {
+			select {
+			case found <- e:
+				return nil
+			case <-stop:
+				return errStopped
+			}
+		})
+	}()
+	defer func() {
+		close(stop)
+		for range found { // the reader gives up, if it has not ended
+		}
+	}()
+	first, ok := <-found
+	if !ok {
+		return nil, <-read // nil, nil: no changes
+	}
+	l, err := New(func(tw *tar.Writer) error {
+		w := NewSortedWriter(tw, epoch)
+		defer w.Close()
+		for e, ok := first, true; ok; e, ok = <-found {
+			if err := w.Add(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := <-read; err != nil { // it has ended: every entry it gave was taken
+		return nil, err
+	}
+	return l, nil
+}
+
+var errStopped = errors.New("stopped")
 
 type changes struct {
 	upper  string

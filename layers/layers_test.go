@@ -479,6 +479,51 @@ func BenchmarkStepOfManyFiles(b *testing.B) {
 			}
 		}
 	})
+	b.Run("both-at-once", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := NewFromChanges(upper, []string{lower}, ChangeOptions{}, nil, Options{Dir: out}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// The layer written while the changes are read is the one written from
+// them sorted; no changes, no layer.
+func TestNewFromChangesIsTheSortedLayer(t *testing.T) {
+	testkit.RequireRoot(t, "deletions in an upper directory are character devices: root makes them")
+	lower, upper := t.TempDir(), t.TempDir()
+	if l, err := NewFromChanges(upper, []string{lower}, ChangeOptions{}, nil, Options{}); l != nil || err != nil {
+		t.Fatalf("no changes gave %v, %v; want no layer", l, err)
+	}
+	for _, f := range []string{"etc/b", "etc/c", "usr/bin/x"} {
+		os.MkdirAll(filepath.Join(lower, filepath.Dir(f)), 0o755)
+		os.WriteFile(filepath.Join(lower, f), []byte(f), 0o644)
+	}
+	os.MkdirAll(filepath.Join(upper, "etc"), 0o755)
+	os.WriteFile(filepath.Join(upper, "etc", "b"), []byte("new b"), 0o644)
+	unix.Mknod(filepath.Join(upper, "etc", "c"), unix.S_IFCHR, 0) // deleted, and its .wh. name sorts first
+	os.MkdirAll(filepath.Join(upper, "data", "sub"), 0o755)
+	for i := range 300 {
+		os.WriteFile(filepath.Join(upper, "data", fmt.Sprintf("f%d", i)), []byte{byte(i)}, 0o644)
+	}
+	got, err := NewFromChanges(upper, []string{lower}, ChangeOptions{}, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := Changes(upper, []string{lower}, ChangeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := New(func(tw *tar.Writer) error { return Write(tw, es, nil) }, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gd, _ := got.Digest()
+	wd, _ := want.Digest()
+	if gd != wd {
+		t.Errorf("written while read: %s, written sorted: %s", gd, wd)
+	}
 }
 
 // A layer unpacked as a snapshot keeps its deletions and opaque markers in
