@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -37,6 +38,7 @@ type Pusher struct {
 	o     Options
 	at    []v1.Hash // what each tag names, once asked is closed
 	asked chan struct{}
+	when  time.Time // when the asking ended
 	up    *uploader
 }
 
@@ -45,7 +47,7 @@ type Pusher struct {
 func NewPusher(ctx context.Context, tags []name.Reference, o Options) *Pusher {
 	p := &Pusher{OnProgress: o.OnProgress, tags: tags, o: o, at: make([]v1.Hash, len(tags)), asked: make(chan struct{}), up: newUploader(o)}
 	go func() {
-		defer close(p.asked)
+		defer func() { p.when = time.Now(); close(p.asked) }()
 		q, err := remote.NewPuller(o.remote(ctx)...)
 		if err != nil {
 			return
@@ -98,13 +100,21 @@ func (p *Pusher) write(ctx context.Context, m manifest) (v1.Hash, error) {
 	case <-ctx.Done():
 		return v1.Hash{}, ctx.Err()
 	}
+	at := p.at
+	if time.Since(p.when) > stale && slices.Contains(at, h) {
+		// A tag that named the result when the build began may have moved
+		// since, and would be left where it went: asked again.
+		if at, err = p.askAgain(ctx, h); err != nil {
+			return v1.Hash{}, err
+		}
+	}
 	pp, err := remote.NewPusher(opts...)
 	if err != nil {
 		return v1.Hash{}, err
 	}
 	w := &pushing{p: pp, up: p.up, held: map[name.Repository]map[v1.Hash]bool{}}
 	for i, t := range p.tags {
-		if at := p.at[i]; at != (v1.Hash{}) && at != h && p.o.MetaDir != "" {
+		if at := at[i]; at != (v1.Hash{}) && at != h && p.o.MetaDir != "" {
 			repo := t.Context()
 			if w.held[repo] == nil {
 				w.held[repo] = map[v1.Hash]bool{}
@@ -120,7 +130,26 @@ func (p *Pusher) write(ctx context.Context, m manifest) (v1.Hash, error) {
 		}
 	}()
 	defer func() { <-kept }()
-	return h, w.put(ctx, m, h, p.tags, p.at)
+	return h, w.put(ctx, m, h, p.tags, at)
+}
+
+// stale is how old the answer to what a tag names may be for a push to
+// leave the tag alone because it names the result already.
+const stale = time.Second
+
+// askAgain asks again what the tags that named h name now.
+func (p *Pusher) askAgain(ctx context.Context, h v1.Hash) ([]v1.Hash, error) {
+	q, err := remote.NewPuller(p.o.remote(ctx)...)
+	if err != nil {
+		return nil, err
+	}
+	at := slices.Clone(p.at)
+	for i, t := range p.tags {
+		if at[i] == h {
+			at[i] = existing(ctx, q, t)
+		}
+	}
+	return at, nil
 }
 
 // manifest is an image or an index.
