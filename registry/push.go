@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -184,7 +185,7 @@ func (w *pushing) put(ctx context.Context, m manifest, h v1.Hash, tags []name.Re
 			repos = append(repos, t.Context())
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := newGroup(ctx)
 	for _, repo := range repos {
 		g.Go(func() error {
 			if err := w.writeNamed(gctx, repo, m); err != nil {
@@ -217,7 +218,7 @@ func (w *pushing) put(ctx context.Context, m manifest, h v1.Hash, tags []name.Re
 // few hundred bytes), and nested indexes.
 func (w *pushing) writeNamed(ctx context.Context, repo name.Repository, m manifest) error {
 	held := w.held[repo]
-	g, ctx := errgroup.WithContext(ctx)
+	g, ctx := newGroup(ctx)
 	g.SetLimit(pushJobs)
 	upload := func(l v1.Layer, ask bool) error {
 		if d, err := l.Digest(); err == nil && held[d] {
@@ -332,6 +333,41 @@ func keepPushed(dir string, m manifest) {
 			}
 		}
 	}
+}
+
+// group runs functions at once as an errgroup does, the first failure
+// cancelling the others, but tells the first error that is not one of
+// those cancellations: a blob the registry refuses cancels the uploads
+// under way, one of which may be a blob another image waits for too, and
+// that image's "context canceled" must not hide why.
+type group struct {
+	*errgroup.Group
+	mu  sync.Mutex
+	err error
+}
+
+func newGroup(ctx context.Context) (*group, context.Context) {
+	eg, ctx := errgroup.WithContext(ctx)
+	return &group{Group: eg}, ctx
+}
+
+func (g *group) Go(f func() error) {
+	g.Group.Go(func() error {
+		err := f()
+		if err != nil {
+			g.mu.Lock()
+			if g.err == nil || errors.Is(g.err, context.Canceled) && !errors.Is(err, context.Canceled) {
+				g.err = err
+			}
+			g.mu.Unlock()
+		}
+		return err
+	})
+}
+
+func (g *group) Wait() error {
+	g.Group.Wait()
+	return g.err
 }
 
 // pushJobs bounds the requests one image or index sends at once, as ggcr

@@ -2,11 +2,13 @@ package registry_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -267,6 +269,55 @@ func TestSharedBlobSentOnce(t *testing.T) {
 	for _, l := range m.Layers {
 		if n := rl.Uploads(l.Digest.String()); n != 1 {
 			t.Errorf("layer %s, which both platforms have, was uploaded %d times", l.Digest, n)
+		}
+	}
+}
+
+// A push that a registry refuses fails at once, saying why. Its first
+// refusal cancels the requests under way, which then fail with that
+// refusal as their context's cause: none is tried again (each request goes
+// at most twice: manifold's way, then ggcr's), and none leaves "context
+// canceled" as the reason.
+func TestRefusedPushSaysWhy(t *testing.T) {
+	var mu sync.Mutex
+	sent := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sent[r.Method+" "+r.URL.Path]++
+		mu.Unlock()
+		if r.URL.Path != "/v2/" {
+			time.Sleep(time.Duration(len(r.URL.Path)%7) * time.Millisecond) // answers in any order
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="registry"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	shared, err := random.Layer(100, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imgs []v1.Image
+	for range 2 {
+		img, err := random.Image(100, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, shared); err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	idx := twoPlatforms(t, imgs...)
+	for i := range 10 {
+		tag, _ := name.ParseReference(fmt.Sprintf("%s/app%d:1", strings.TrimPrefix(srv.URL, "http://"), i))
+		_, err := registry.Push(context.Background(), idx, []name.Reference{tag}, registry.Options{})
+		if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "context canceled") {
+			t.Fatalf("push %d: %v; want the registry's refusal", i, err)
+		}
+	}
+	for r, n := range sent {
+		if strings.HasPrefix(r, "HEAD ") && n > 2 {
+			t.Errorf("%s sent %d times: tried again", r, n)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,9 +71,15 @@ func (r Retry) options() []remote.Option {
 // retryable tells ggcr which failed operations to start again.
 func retryable(err error) bool {
 	var gaveUp *gaveUpError
+	var ue *url.Error
 	switch {
 	case err == nil, errors.As(err, &gaveUp), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
+	case errors.As(err, &ue):
+		// A request that got no answer: worth another try for a network
+		// fault only. One whose context was cancelled carries the cause,
+		// which may be another request's refusal.
+		return transient(ue.Err)
 	case transient(err):
 		return true
 	}
@@ -90,13 +97,16 @@ func retryable(err error) bool {
 	return false
 }
 
-// transient is a network fault worth another try.
+// transient is a network fault worth another try: a connection that
+// failed, broke or timed out (not a *url.Error as such, which wraps
+// whatever ended a request).
 func transient(err error) bool {
+	var op *net.OpError
 	var ne net.Error
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
-		errors.As(err, &ne)
+		errors.As(err, &op) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // gaveUpError is a request that failed every try.

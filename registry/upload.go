@@ -100,7 +100,7 @@ func (u *uploader) put(ctx context.Context, repo name.Repository, l v1.Layer, as
 		case <-s.done:
 			return s.sent, s.err
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, context.Cause(ctx)
 		}
 	}
 	s = &blobSend{done: make(chan struct{})}
