@@ -315,6 +315,8 @@ func TestRefusedPushSaysWhy(t *testing.T) {
 			t.Fatalf("push %d: %v; want the registry's refusal", i, err)
 		}
 	}
+	mu.Lock() // cancelled requests may still be arriving
+	defer mu.Unlock()
 	for r, n := range sent {
 		if strings.HasPrefix(r, "HEAD ") && n > 2 {
 			t.Errorf("%s sent %d times: tried again", r, n)
