@@ -41,7 +41,7 @@ func Write(tw *tar.Writer, entries []Entry, epoch *time.Time) error {
 	w := NewSortedWriter(tw, epoch)
 	defer w.Close()
 	for _, e := range sorted {
-		if err := w.Add(e); err != nil {
+		if err := w.write(e); err != nil {
 			return err
 		}
 	}
@@ -68,6 +68,11 @@ func NewSortedWriter(tw *tar.Writer, epoch *time.Time) *SortedWriter {
 // Add writes e.
 func (w *SortedWriter) Add(e Entry) error {
 	normalize(&e.Header, w.epoch)
+	return w.write(e)
+}
+
+// write writes e, normalized already.
+func (w *SortedWriter) write(e Entry) error {
 	if e.Typeflag == tar.TypeReg && e.Inode != "" {
 		if target, ok := w.first[e.Inode]; ok {
 			e.Typeflag, e.Linkname, e.Size = tar.TypeLink, target, 0

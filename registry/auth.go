@@ -32,8 +32,7 @@ func Login(ctx context.Context, host, user, password string, o Options) error {
 		return err
 	}
 	auth := &authn.Basic{Username: user, Password: password}
-	rt := newRetrying(o.baseTransport(), o.Retry.withDefaults())
-	t, err := transport.NewWithContext(ctx, reg, auth, rt, []string{reg.Scope(transport.PullScope)})
+	t, err := transport.NewWithContext(ctx, reg, auth, o.transport(), []string{reg.Scope(transport.PullScope)})
 	if err != nil {
 		return loginError(host, err)
 	}

@@ -35,17 +35,26 @@ type Options struct {
 }
 
 func (o Options) remote(ctx context.Context) []remote.Option {
-	kc := o.Keychain
-	if kc == nil {
-		kc = authn.DefaultKeychain
-	}
 	r := o.Retry.withDefaults()
 	opts := []remote.Option{
-		remote.WithContext(ctx), remote.WithAuthFromKeychain(kc),
-		remote.WithTransport(newRetrying(o.baseTransport(), r)),
+		remote.WithContext(ctx), remote.WithAuthFromKeychain(o.keychain()),
+		remote.WithTransport(o.transport()),
 		remote.WithUserAgent("manifold"),
 	}
 	return append(opts, r.options()...)
+}
+
+// keychain is Keychain, or docker's config.json and its helpers.
+func (o Options) keychain() authn.Keychain {
+	if o.Keychain == nil {
+		return authn.DefaultKeychain
+	}
+	return o.Keychain
+}
+
+// transport carries requests as Retry says, over baseTransport.
+func (o Options) transport() http.RoundTripper {
+	return newRetrying(o.baseTransport(), o.Retry)
 }
 
 // ParseReference parses an image reference as Docker does (docker.io and

@@ -61,16 +61,12 @@ func (u *uploader) client(ctx context.Context, repo name.Repository) (*http.Clie
 	}
 	u.mu.Unlock()
 	rc.once.Do(func() {
-		kc := u.o.Keychain
-		if kc == nil {
-			kc = authn.DefaultKeychain
-		}
-		auth, err := authn.Resolve(ctx, kc, repo)
+		auth, err := authn.Resolve(ctx, u.o.keychain(), repo)
 		if err != nil {
 			rc.err = err
 			return
 		}
-		rt := transport.NewUserAgent(newRetrying(u.o.baseTransport(), u.o.Retry), "manifold")
+		rt := transport.NewUserAgent(u.o.transport(), "manifold")
 		t, err := transport.NewWithContext(ctx, repo.Registry, auth, rt, []string{repo.Scope(transport.PushScope)})
 		rc.client, rc.err = &http.Client{Transport: t}, err
 	})
