@@ -49,10 +49,11 @@ func ChangesTo(upper string, lowers []string, o ChangeOptions, yield func(Entry)
 }
 
 // NewFromChanges writes the changes in upper (as ChangesTo gives them) as a
-// layer (see New and SortedWriter) while it reads them, on two
+// layer (see New and SortedWriter) while it reads them: the changes are
+// found, the small files among them read, and the layer written, on three
 // goroutines; nil when there are none.
 func NewFromChanges(upper string, lowers []string, co ChangeOptions, epoch *time.Time, o Options) (v1.Layer, error) {
-	found, read, stop := make(chan Entry, 256), make(chan error, 1), make(chan struct{})
+	found, filled, read, stop := make(chan Entry, 256), make(chan Entry, 256), make(chan error, 1), make(chan struct{})
 	go func() {
 		defer close(found)
 		read <- ChangesTo(upper, lowers, co, func(e Entry) error {
@@ -64,19 +65,34 @@ func NewFromChanges(upper string, lowers []string, co ChangeOptions, epoch *time
 			}
 		})
 	}()
-	defer func() {
-		close(stop)
-		for range found { // the reader gives up, if it has not ended
+	go func() {
+		defer close(filled)
+		var src sources
+		defer src.close()
+		for e := range found {
+			src.fill(&e)
+			select {
+			case filled <- e:
+			case <-stop:
+				for range found { // until the finder sees stop too
+				}
+				return
+			}
 		}
 	}()
-	first, ok := <-found
+	defer func() {
+		close(stop)
+		for range filled { // the reader gives up, if it has not ended
+		}
+	}()
+	first, ok := <-filled
 	if !ok {
 		return nil, <-read // nil, nil: no changes
 	}
 	l, err := New(func(tw *tar.Writer) error {
 		w := NewSortedWriter(tw, epoch)
 		defer w.Close()
-		for e, ok := first, true; ok; e, ok = <-found {
+		for e, ok := first, true; ok; e, ok = <-filled {
 			if err := w.Add(e); err != nil {
 				return err
 			}

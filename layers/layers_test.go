@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
@@ -523,6 +524,72 @@ func TestNewFromChangesIsTheSortedLayer(t *testing.T) {
 	wd, _ := want.Digest()
 	if gd != wd {
 		t.Errorf("written while read: %s, written sorted: %s", gd, wd)
+	}
+}
+
+// A step's files go into its layer whole, with their capabilities, those
+// read ahead of the tar stream (small) as those read in it (large); a file
+// that shrank after it was listed fails the layer, and says which.
+func TestNewFromChangesReadsFilesWhole(t *testing.T) {
+	testkit.Require(t, os.Geteuid() == 0, "root, to set security.capability")
+	capV2 := string([]byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	lower, upper := t.TempDir(), t.TempDir()
+	small, large := []byte("small file"), bytes.Repeat([]byte("0123456789abcdef"), filledBelow/8)
+	for name, data := range map[string][]byte{"bin/small": small, "bin/large": large} {
+		p := filepath.Join(upper, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(p, "security.capability", []byte(capV2), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := NewFromChanges(upper, []string{lower}, ChangeOptions{}, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got := map[string]string{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		got[h.Name] = fmt.Sprintf("%d bytes, same %t, capability %t", len(data),
+			bytes.Equal(data, small) || bytes.Equal(data, large), h.PAXRecords[paxXattr+"security.capability"] == capV2)
+	}
+	want := map[string]string{
+		"bin/":      "0 bytes, same false, capability false",
+		"bin/large": fmt.Sprintf("%d bytes, same true, capability true", len(large)),
+		"bin/small": fmt.Sprintf("%d bytes, same true, capability true", len(small)),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("layer entries (-want +got):\n%s", diff)
+	}
+
+	es, err := Changes(upper, []string{lower}, ChangeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(upper, "bin/small"), []byte("x"), 0o755)
+	var src sources
+	defer src.close()
+	for _, e := range es {
+		src.fill(&e)
+		err := src.writeEntry(tar.NewWriter(io.Discard), e)
+		if e.Name == "bin/small" && (err == nil || !strings.Contains(err.Error(), "bin/small: file changed size")) {
+			t.Errorf("a file that shrank: %v", err)
+		}
 	}
 }
 

@@ -153,6 +153,37 @@ func (s *sources) close() {
 	s.dir, s.fd = "", 0
 }
 
+// filledBelow is the size up to which fill reads a file ahead of the tar
+// stream.
+const filledBelow = 16 << 10
+
+// fill reads a small regular file's contents and extended attributes into
+// e, where the tar stream will take them from memory. Any failure leaves e
+// as it was: writeEntry reads the file then, and says what went wrong.
+func (s *sources) fill(e *Entry) {
+	if e.Typeflag != tar.TypeReg || e.Source == "" || e.Size > filledBelow {
+		return
+	}
+	fd, err := s.open(e.Source)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	data := make([]byte, e.Size)
+	for got := 0; got < len(data); {
+		n, err := unix.Read(fd, data[got:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil || n == 0:
+			return
+		}
+		got += n
+	}
+	e.PAXRecords = withXattrs(fd, e.PAXRecords)
+	e.Data, e.Source = data, ""
+}
+
 func (s *sources) writeEntry(tw *tar.Writer, e Entry) error {
 	if e.Typeflag != tar.TypeReg {
 		e.Size = 0
