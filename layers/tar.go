@@ -159,9 +159,11 @@ const filledBelow = 16 << 10
 
 // fill reads a small regular file's contents and extended attributes into
 // e, where the tar stream will take them from memory. Any failure leaves e
-// as it was: writeEntry reads the file then, and says what went wrong.
+// as it was: writeEntry reads the file then, and says what went wrong. A
+// file with more than one link is left to writeEntry too: all but the
+// first of its names become links, with neither.
 func (s *sources) fill(e *Entry) {
-	if e.Typeflag != tar.TypeReg || e.Source == "" || e.Size > filledBelow {
+	if e.Typeflag != tar.TypeReg || e.Source == "" || e.Size > filledBelow || e.Inode != "" {
 		return
 	}
 	fd, err := s.open(e.Source)
