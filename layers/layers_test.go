@@ -529,8 +529,8 @@ func TestNewFromChangesIsTheSortedLayer(t *testing.T) {
 
 // A step's files go into its layer whole, with their capabilities, those
 // read ahead of the tar stream (small) as those read in it (large), and a
-// second name of a file as a link, as Write gives it; a file that shrank
-// after it was listed fails the layer, and says which.
+// second name of a file as a link with them too, as in BuildKit's layers;
+// a file that shrank after it was listed fails the layer, and says which.
 func TestNewFromChangesReadsFilesWhole(t *testing.T) {
 	testkit.Require(t, os.Geteuid() == 0, "root, to set security.capability")
 	capV2 := string([]byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
@@ -579,7 +579,7 @@ func TestNewFromChangesReadsFilesWhole(t *testing.T) {
 		"bin/":       "0 bytes, same false, capability false",
 		"bin/large":  fmt.Sprintf("%d bytes, same true, capability true", len(large)),
 		"bin/small":  fmt.Sprintf("%d bytes, same true, capability true", len(small)),
-		"bin/small2": "0 bytes, same false, capability false, a link to bin/small",
+		"bin/small2": "0 bytes, same false, capability true, a link to bin/small",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("layer entries (-want +got):\n%s", diff)

@@ -161,7 +161,7 @@ const filledBelow = 16 << 10
 // e, where the tar stream will take them from memory. Any failure leaves e
 // as it was: writeEntry reads the file then, and says what went wrong. A
 // file with more than one link is left to writeEntry too: all but the
-// first of its names become links, with neither.
+// first of its names become links, without contents.
 func (s *sources) fill(e *Entry) {
 	if e.Typeflag != tar.TypeReg || e.Source == "" || e.Size > filledBelow || e.Inode != "" {
 		return
@@ -187,6 +187,16 @@ func (s *sources) fill(e *Entry) {
 }
 
 func (s *sources) writeEntry(tw *tar.Writer, e Entry) error {
+	if e.Typeflag == tar.TypeLink && e.Source != "" {
+		// Another name of a file written already: its extended attributes
+		// go on the link too, as in BuildKit's layers (containerd's).
+		fd, err := s.open(e.Source)
+		if err != nil {
+			return &fs.PathError{Op: "open", Path: e.Source, Err: err}
+		}
+		e.PAXRecords = withXattrs(fd, e.PAXRecords)
+		unix.Close(fd)
+	}
 	if e.Typeflag != tar.TypeReg {
 		e.Size = 0
 		return tw.WriteHeader(&e.Header)
