@@ -74,13 +74,12 @@ func (c *contextSums) sum(rel string, fi fs.FileInfo, read func() ([sha256.Size]
 	now := fileSum{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
 	c.mu.Lock()
 	kept, ok := c.old[rel]
-	c.mu.Unlock()
 	if ok && kept.Size == now.Size && kept.Mtime == now.Mtime && kept.Ctime == now.Ctime && kept.Ino == now.Ino {
-		c.mu.Lock()
 		c.now[rel] = kept
 		c.mu.Unlock()
 		return kept.Sum, nil
 	}
+	c.mu.Unlock()
 	sum, err := read()
 	if err != nil || time.Unix(0, now.Ctime).After(c.start.Add(-settled)) {
 		return sum, err

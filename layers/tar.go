@@ -3,6 +3,7 @@ package layers
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -172,36 +173,53 @@ func (s *sources) fill(e *Entry) {
 	}
 	defer unix.Close(fd)
 	data := make([]byte, e.Size)
-	for got := 0; got < len(data); {
-		n, err := unix.Read(fd, data[got:])
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil || n == 0:
-			return
-		}
-		got += n
+	if readFull(fd, data) != nil {
+		return
 	}
 	e.PAXRecords = withXattrs(fd, e.PAXRecords)
 	e.Data, e.Source = data, ""
 }
 
+// errShrunk is a file that ended before the size it was listed with.
+var errShrunk = errors.New("file changed size while being read")
+
+// readFull fills b from fd.
+func readFull(fd int, b []byte) error {
+	for got := 0; got < len(b); {
+		n, err := unix.Read(fd, b[got:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return errShrunk
+		}
+		got += n
+	}
+	return nil
+}
+
 func (s *sources) writeEntry(tw *tar.Writer, e Entry) error {
-	if e.Typeflag == tar.TypeLink && e.Source != "" {
-		// Another name of a file written already: its extended attributes
-		// go on the link too, as in BuildKit's layers (containerd's).
-		fd, err := s.open(e.Source)
-		if err != nil {
+	fd := -1
+	if e.Source != "" {
+		// A file on disk, or another name of one written already (a link):
+		// its extended attributes go on either, as in BuildKit's layers
+		// (containerd's), read from the open file. Straight system calls:
+		// an *os.File would add a poller registration, a stat and a last
+		// read for each of thousands of small files.
+		var err error
+		if fd, err = s.open(e.Source); err != nil {
 			return &fs.PathError{Op: "open", Path: e.Source, Err: err}
 		}
+		defer unix.Close(fd)
 		e.PAXRecords = withXattrs(fd, e.PAXRecords)
-		unix.Close(fd)
 	}
 	if e.Typeflag != tar.TypeReg {
 		e.Size = 0
 		return tw.WriteHeader(&e.Header)
 	}
-	if e.Source == "" {
+	if fd < 0 {
 		e.Size = int64(len(e.Data))
 		if err := tw.WriteHeader(&e.Header); err != nil {
 			return err
@@ -209,35 +227,24 @@ func (s *sources) writeEntry(tw *tar.Writer, e Entry) error {
 		_, err := tw.Write(e.Data)
 		return err
 	}
-	// Straight system calls: an *os.File would add a poller registration,
-	// a stat and a last read for each of thousands of small files. The
-	// size is the entry's, from when the file was listed; the file's
-	// extended attributes are read here, from the open file.
-	fd, err := s.open(e.Source)
-	if err != nil {
-		return &fs.PathError{Op: "open", Path: e.Source, Err: err}
-	}
-	defer unix.Close(fd)
-	e.PAXRecords = withXattrs(fd, e.PAXRecords)
+	// The size is the entry's, from when the file was listed.
 	if err := tw.WriteHeader(&e.Header); err != nil {
 		return err
 	}
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
 	for left := e.Size; left > 0; {
-		n, err := unix.Read(fd, (*buf)[:min(int64(len(*buf)), left)])
-		switch {
-		case err == unix.EINTR:
-			continue
+		b := (*buf)[:min(int64(len(*buf)), left)]
+		switch err := readFull(fd, b); {
+		case err == errShrunk:
+			return fmt.Errorf("%s: %w", e.Source, err)
 		case err != nil:
 			return &fs.PathError{Op: "read", Path: e.Source, Err: err}
-		case n == 0:
-			return fmt.Errorf("%s: file changed size while being read", e.Source)
 		}
-		if _, err := tw.Write((*buf)[:n]); err != nil {
+		if _, err := tw.Write(b); err != nil {
 			return err
 		}
-		left -= int64(n)
+		left -= int64(len(b))
 	}
 	return nil
 }
